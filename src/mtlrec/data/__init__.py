@@ -1,0 +1,1 @@
+"""Raw data sources, per-dataset readers, encoding and in-memory batching."""

@@ -1,0 +1,83 @@
+"""Census-Income (KDD): raw UCI files -> typed columns and labels.
+
+Follows the official MPT-Rec preprocessing (design/mptrec-spec.md section 9): 42 raw columns, 29 sparse
+fields, 11 dense fields (the instance weight is kept as a feature, as in the official code), labels
+income > 50k (T1), marital == "Never married" (T2) and education == Bachelors (the later new task T3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mtlrec.errors import MtlrecError
+
+COLUMNS = [
+    "age", "class_worker", "det_ind_code", "det_occ_code", "education", "wage_per_hour",
+    "hs_college", "marital_stat", "major_ind_code", "major_occ_code", "race", "hisp_origin", "sex",
+    "union_member", "unemp_reason", "full_or_part_emp", "capital_gains", "capital_losses",
+    "stock_dividends", "tax_filer_stat", "region_prev_res", "state_prev_res", "det_hh_fam_stat",
+    "det_hh_summ", "instance_weight", "mig_chg_msa", "mig_chg_reg", "mig_move_reg", "mig_same",
+    "mig_prev_sunbelt", "num_emp", "fam_under_18", "country_father", "country_mother",
+    "country_self", "citizenship", "own_or_self", "vet_question", "vet_benefits", "weeks_worked",
+    "year", "income_50k",
+]  # fmt: skip
+
+SPARSE = [
+    "class_worker", "det_ind_code", "det_occ_code", "education", "hs_college", "major_ind_code",
+    "major_occ_code", "race", "hisp_origin", "sex", "union_member", "unemp_reason",
+    "full_or_part_emp", "tax_filer_stat", "region_prev_res", "state_prev_res", "det_hh_fam_stat",
+    "det_hh_summ", "mig_chg_msa", "mig_chg_reg", "mig_move_reg", "mig_same", "mig_prev_sunbelt",
+    "fam_under_18", "country_father", "country_mother", "country_self", "citizenship",
+    "vet_question",
+]  # fmt: skip
+
+DENSE = [
+    "age", "wage_per_hour", "capital_gains", "capital_losses", "stock_dividends",
+    "instance_weight", "num_emp", "own_or_self", "vet_benefits", "weeks_worked", "year",
+]  # fmt: skip
+
+LABELS = {
+    # task name -> (raw column, positive raw value)
+    "income": ("income_50k", "50000+."),
+    "marital": ("marital_stat", "Never married"),
+    "education": ("education", "Bachelors degree(BA AB BS)"),
+}
+RAW_FILES = {"train": "census-income.data.gz", "test": "census-income.test.gz"}
+INCOME_VALUES = {"- 50000.", "50000+."}
+
+
+def read_raw(path: Path, max_rows: int | None = None) -> pd.DataFrame:
+    """Read one raw file (no header, ', ' separated) into 42 string/float columns.
+
+    Raises MtlrecError when a row does not have exactly 42 fields or the label is unknown.
+    """
+    try:
+        frame = pd.read_csv(
+            path, header=None, sep=",", skipinitialspace=True, dtype=str, nrows=max_rows,
+            keep_default_na=False, compression="infer",
+        )
+    except (OSError, pd.errors.ParserError) as exc:
+        raise MtlrecError(f"census: cannot parse {path.name}: {str(exc).splitlines()[0]}") from exc
+    if frame.shape[1] != len(COLUMNS):
+        kind = "missing" if frame.shape[1] < len(COLUMNS) else "extra"
+        raise MtlrecError(
+            f"census: {path.name} has {frame.shape[1]} columns, expected {len(COLUMNS)} "
+            f"({kind} column(s))"
+        )
+    frame.columns = COLUMNS
+    unknown = set(frame["income_50k"].unique()) - INCOME_VALUES
+    if unknown:
+        raise MtlrecError(f"census: {path.name}: unknown income labels {sorted(unknown)[:3]}")
+    for column in DENSE:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").fillna(0.0)
+    return frame
+
+
+def labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """One 0/1 int8 column per task."""
+    out = {}
+    for task, (column, positive) in LABELS.items():
+        out[task] = (frame[column] == positive).astype("int8")
+    return pd.DataFrame(out, index=frame.index)

@@ -1,0 +1,1 @@
+"""Metrics, cost measurements and statistics."""

@@ -1,0 +1,34 @@
+"""Model registry: a new model is one new file plus one line here.
+
+Every model takes (features: FeatureSpec, num_tasks: int, **params.models.<name>) and returns
+logits [B, num_tasks] from forward(dense, sparse). Tests iterate over MODELS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mtlrec.errors import MtlrecError
+from mtlrec.models.layers import FeatureSpec, MultiTaskModel
+from mtlrec.models.mmoe import MMOE
+from mtlrec.models.ple import PLE
+from mtlrec.models.shared_bottom import SharedBottom
+from mtlrec.models.single_task import SingleTask
+
+MODELS: dict[str, type[MultiTaskModel]] = {
+    "single_task": SingleTask,
+    "shared_bottom": SharedBottom,
+    "mmoe": MMOE,
+    "ple": PLE,
+}
+
+
+def build_model(name: str, features: FeatureSpec, num_tasks: int,
+                hparams: dict[str, Any]) -> MultiTaskModel:
+    """Instantiate the registered model `name` with its params section."""
+    if name not in MODELS:
+        raise MtlrecError(f"unknown model '{name}' (known: {sorted(MODELS)})")
+    try:
+        return MODELS[name](features, num_tasks, **hparams)
+    except TypeError as exc:
+        raise MtlrecError(f"models.{name}: {exc}") from exc

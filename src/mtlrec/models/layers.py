@@ -1,0 +1,140 @@
+"""Building blocks shared by every model: typed-feature embedding, MLP, gate, tower, L2 penalty.
+
+Conventions follow the official MPT-Rec code (design/mptrec-spec.md section 1.1):
+- an MLP is Linear layers with ReLU after every one (the last included, "relu out"), so an expert's
+  output is non-negative; a tower is an MLP whose last Linear maps to 1 logit (the sigmoid is folded
+  into the loss as BCE-with-logits, which is the same maths, numerically safer);
+- the embedding output is [dense features, sparse embeddings] concatenated, dense first;
+- L2 = reg_emb * sum ||table||^2 / 2 over whole embedding tables + reg_dnn * sum ||W||^2 / 2 over
+  Linear weights (not biases) of experts and towers; gates are not regularised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The input fields, read from the encoded data's schema.json (never hard-coded)."""
+
+    dense: tuple[str, ...]
+    sparse: tuple[tuple[str, int], ...]  # (name, vocab_size)
+
+    @classmethod
+    def from_schema(cls, schema: dict[str, Any]) -> FeatureSpec:
+        return cls(
+            dense=tuple(schema["dense"]),
+            sparse=tuple((f["name"], int(f["vocab_size"])) for f in schema["sparse"]),
+        )
+
+
+class FeatureEmbedding(nn.Module):
+    """Dense columns as they are, plus one embedding per sparse field, concatenated.
+
+    All sparse fields live in one table with per-field offsets: one lookup instead of one per field,
+    and the same maths as separate tables (each field's rows are disjoint; N(0, 1) init as
+    nn.Embedding's default, per field).
+    """
+
+    def __init__(self, features: FeatureSpec, embed_dim: int) -> None:
+        super().__init__()
+        sizes = [size for _, size in features.sparse]
+        self.embed_dim = embed_dim
+        self.num_dense = len(features.dense)
+        self.table = nn.Embedding(sum(sizes), embed_dim)
+        offsets = torch.tensor([0] + sizes[:-1]).cumsum(0)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.output_dim = self.num_dense + len(sizes) * embed_dim
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        # dense [B, n_dense], sparse [B, n_sparse] -> [B, n_dense + n_sparse * E]
+        embedded = self.table(sparse + self.offsets)  # [B, n_sparse, E]
+        return torch.cat([dense, embedded.flatten(1)], dim=1)
+
+    def l2(self) -> torch.Tensor:
+        return self.table.weight.pow(2).sum() / 2
+
+
+class MLP(nn.Sequential):
+    """Linear layers of sizes `hidden`, each followed by ReLU (and dropout when given)."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], dropout: Sequence[float] = ()) -> None:
+        layers: list[nn.Module] = []
+        for i, width in enumerate(hidden):
+            layers += [nn.Linear(in_dim, width), nn.ReLU()]
+            if dropout and dropout[i] > 0:
+                layers.append(nn.Dropout(dropout[i]))
+            in_dim = width
+        super().__init__(*layers)
+        self.output_dim = in_dim
+
+
+class Tower(nn.Module):
+    """MLP(hidden) then Linear(-> 1): one task's logit."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.mlp = MLP(in_dim, hidden)
+        self.out = nn.Linear(self.mlp.output_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.mlp(x)).squeeze(-1)  # [B]
+
+
+class Gate(nn.Module):
+    """softmax(W x) over `num_inputs` choices; no bias by default (official code)."""
+
+    def __init__(self, in_dim: int, num_inputs: int, bias: bool = False) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, num_inputs, bias=bias)
+
+    def forward(self, x: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
+        # x [B, in], choices [B, n, d] -> [B, d]
+        weights = torch.softmax(self.linear(x), dim=-1)  # [B, n]
+        return torch.einsum("bn,bnd->bd", weights, choices)
+
+
+def linear_weights_l2(modules: Iterable[nn.Module]) -> torch.Tensor:
+    """sum ||W||^2 / 2 over the weights (not biases) of every Linear layer inside `modules`."""
+    squares = [
+        layer.weight.pow(2).sum()
+        for module in modules
+        for layer in module.modules()
+        if isinstance(layer, nn.Linear)
+    ]
+    return torch.stack(squares).sum() / 2
+
+
+class MultiTaskModel(nn.Module):
+    """Base class of every model: forward(dense, sparse) returns logits [B, n_tasks].
+
+    Subclasses build their embeddings (any FeatureEmbedding inside the model gets reg_emb) and list
+    in `regularised_modules()` the experts and towers whose Linear weights get reg_dnn.
+    """
+
+    def __init__(self, num_tasks: int, reg_emb: float, reg_dnn: float) -> None:
+        super().__init__()
+        self.num_tasks = num_tasks
+        self.reg_emb = reg_emb
+        self.reg_dnn = reg_dnn
+
+    def regularised_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def l2_penalty(self) -> torch.Tensor:
+        """reg_emb * (whole embedding tables) + reg_dnn * (expert and tower Linear weights)."""
+        terms = []
+        if self.reg_emb:
+            tables = [m.l2() for m in self.modules() if isinstance(m, FeatureEmbedding)]
+            terms.append(self.reg_emb * torch.stack(tables).sum())
+        if self.reg_dnn:
+            terms.append(self.reg_dnn * linear_weights_l2(self.regularised_modules()))
+        if not terms:
+            return next(self.parameters()).new_zeros(())
+        return torch.stack(terms).sum()

@@ -1,0 +1,1 @@
+"""Tables (LaTeX booktabs + Markdown) and figures, made from metrics.json files only."""

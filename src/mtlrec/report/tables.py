@@ -1,0 +1,180 @@
+"""Table 2 (multi-task AUC) from per-run metrics.json files: LaTeX (booktabs), Markdown, CSV.
+
+Each cell is mean ± sample std over seeds, with the paper's value beside it; the Gain columns are the
+difference of means against the baseline row (Single Task), as in the paper.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtlrec.errors import MtlrecError
+from mtlrec.provenance import write_text_atomic
+
+DISPLAY_NAMES = {
+    "single_task": "Single Task",
+    "shared_bottom": "Shared Bottom",
+    "mmoe": "MMOE",
+    "ple": "PLE",
+    "stem": "STEM",
+    "sparse_sharing": "Sparse Sharing",
+    "csrec": "CSRec",
+    "mptrec": "MPT-Rec",
+}
+
+
+def paper_values() -> dict[str, Any]:
+    text = resources.files("mtlrec.report").joinpath("paper_values.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def run_dir(runs_root: Path, dataset: str, model: str, seed: int) -> Path:
+    return runs_root / dataset / model / f"seed={seed}"
+
+
+def collect(runs_root: Path, dataset: str, models: list[str], seeds: list[int]
+            ) -> dict[str, list[dict[str, Any]]]:
+    """model -> list of metrics dicts (one per seed, in seed order). Missing runs are an error."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for model in models:
+        found[model] = []
+        for seed in seeds:
+            path = run_dir(runs_root, dataset, model, seed) / "metrics.json"
+            if not path.is_file():
+                raise MtlrecError(f"table: missing run {path}; train it first")
+            found[model].append(json.loads(path.read_text()))
+    return found
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]], baseline: str) -> list[dict[str, Any]]:
+    """One row per model: per task mean, std, n, gain over the baseline's mean."""
+    tasks = next(iter(runs.values()))[0]["tasks"]
+    means = {
+        model: {t: statistics.fmean(r["test_auc"][t] for r in rs) for t in tasks}
+        for model, rs in runs.items()
+    }
+    rows = []
+    for model, rs in runs.items():
+        row: dict[str, Any] = {"model": model, "n_seeds": len(rs), "tasks": {}}
+        for task in tasks:
+            values = [r["test_auc"][task] for r in rs]
+            row["tasks"][task] = {
+                "mean": means[model][task],
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "gain": None if model == baseline else means[model][task] - means[baseline][task],
+                "values": values,
+            }
+        rows.append(row)
+    return rows
+
+
+def _provenance_lines(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    first = next(iter(runs.values()))[0]
+    prov = first["provenance"]
+    commits = sorted({r["provenance"]["git_commit"] for rs in runs.values() for r in rs})
+    devices = sorted({r["provenance"]["device"] for rs in runs.values() for r in rs})
+    seeds = [r["seed"] for r in next(iter(runs.values()))]
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(prov["versions"].items()))
+    return [
+        f"seeds: {seeds}",
+        f"git commits of the runs: {', '.join(commits)}",
+        f"devices: {', '.join(devices)}; threads per run: {prov['num_threads']}",
+        f"versions: {versions}",
+        f"rows train/val/test: {first['rows']['train']}/{first['rows']['val']}/"
+        f"{first['rows']['test']}",
+    ]
+
+
+def _fmt(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}"
+
+
+def _mean_std(cell: dict[str, Any], decimals: int, pm: str) -> str:
+    """'mean ± std', or the mean alone when one seed gives no spread."""
+    if len(cell["values"]) < 2:
+        return _fmt(cell["mean"], decimals)
+    return f"{_fmt(cell['mean'], decimals)}{pm}{_fmt(cell['std'], decimals)}"
+
+
+def _gain(value: float | None, decimals: int) -> str:
+    return "--" if value is None else f"{value:+.{decimals}f}"
+
+
+def render_markdown(rows: list[dict[str, Any]], paper: dict[str, Any], decimals: int,
+                    title: str, notes: list[str]) -> str:
+    tasks = list(rows[0]["tasks"])
+    head = ["Model"]
+    for i, _ in enumerate(tasks, 1):
+        head += [f"AUC/T{i} (ours)", f"AUC/T{i} (paper)"]
+    head += [f"Gain/T{i}" for i, _ in enumerate(tasks, 1)]
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [DISPLAY_NAMES.get(row["model"], row["model"])]
+        for task in tasks:
+            cell = row["tasks"][task]
+            ref = paper.get(row["model"], {}).get(task)
+            cells += [_mean_std(cell, decimals, " ± "),
+                      "--" if ref is None else _fmt(ref, decimals)]
+        cells += [_gain(row["tasks"][t]["gain"], decimals) for t in tasks]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def render_latex(rows: list[dict[str, Any]], paper: dict[str, Any], decimals: int, title: str,
+                 notes: list[str]) -> str:
+    tasks = list(rows[0]["tasks"])
+    n = len(tasks)
+    lines = [f"% {title}"] + [f"% {note}" for note in notes] + [
+        r"\begin{tabular}{l" + "rr" * n + "r" * n + "}",
+        r"\toprule",
+        " & ".join(
+            ["Model"]
+            + [rf"\multicolumn{{2}}{{c}}{{AUC/T{i}}}" for i in range(1, n + 1)]
+            + [f"Gain/T{i}" for i in range(1, n + 1)]
+        ) + r" \\",
+        " & ".join([""] + ["ours", "paper"] * n + [""] * n) + r" \\",
+        r"\midrule",
+    ]
+    for row in rows:
+        cells = [DISPLAY_NAMES.get(row["model"], row["model"])]
+        for task in tasks:
+            cell = row["tasks"][task]
+            ref = paper.get(row["model"], {}).get(task)
+            cells += [_mean_std(cell, decimals, r" $\pm$ "),
+                      "--" if ref is None else _fmt(ref, decimals)]
+        cells += [_gain(row["tasks"][t]["gain"], decimals) for t in tasks]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(rows: list[dict[str, Any]]) -> str:
+    lines = ["model,task,seed_index,test_auc"]
+    for row in rows:
+        for task, cell in row["tasks"].items():
+            lines += [f"{row['model']},{task},{i},{v!r}" for i, v in enumerate(cell["values"])]
+    return "\n".join(lines) + "\n"
+
+
+def make_table2(params: dict[str, Any], runs_root: Path, out_dir: Path) -> list[dict[str, Any]]:
+    """Write out_dir/table2_<dataset>.{tex,md,csv}. Reads params `report.table2` and `train.seeds`."""
+    table = params["report"]["table2"]
+    dataset, decimals = table["dataset"], table["decimals"]
+    runs = collect(runs_root, dataset, table["models"], params["train"]["seeds"])
+    rows = summarise(runs, table["baseline"])
+    paper = paper_values()["table2"].get(dataset, {})
+    title = (f"Table 2 ({dataset}): test AUC, mean ± std over {len(params['train']['seeds'])} "
+             f"seed(s); Gain = ours minus {DISPLAY_NAMES.get(table['baseline'])}")
+    notes = _provenance_lines(runs)
+    stem = out_dir / f"table2_{dataset}"
+    write_text_atomic(stem.with_suffix(".tex"), render_latex(rows, paper, decimals, title, notes))
+    write_text_atomic(stem.with_suffix(".md"), render_markdown(rows, paper, decimals, title, notes))
+    write_text_atomic(stem.with_suffix(".csv"), render_csv(rows))
+    return rows

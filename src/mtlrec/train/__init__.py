@@ -1,0 +1,1 @@
+"""Training loops (kept apart from models and from gradient aggregation)."""

@@ -1,0 +1,78 @@
+"""One training run (a model, a seed) from encoded data to a checkpoint and a metrics file."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtlrec.config import section
+from mtlrec.data.batches import load_splits
+from mtlrec.evaluate.metrics import predict, task_aucs
+from mtlrec.models import build_model
+from mtlrec.models.layers import FeatureSpec
+from mtlrec.provenance import (
+    atomic_write,
+    provenance,
+    resolve_device,
+    set_seed,
+    write_json_atomic,
+)
+from mtlrec.train.loop import TrainConfig, fit
+
+RESUME_FILE = "resume.pt"
+
+
+def run_training(params: dict[str, Any], model_name: str, seed: int, data_dir: Path,
+                 out_dir: Path) -> dict[str, Any]:
+    """Train `model_name` with `seed`; write out_dir/{model.pt, metrics.json, timing.json}.
+
+    Reads params sections `train`, `runtime` and `models.<model_name>` only.
+    Returns the metrics dict (also written to metrics.json, byte-identical for identical inputs).
+    """
+    train_params = section(params, "train")
+    runtime = section(params, "runtime")
+    hparams = section(params, f"models.{model_name}")
+    torch.set_num_threads(runtime["num_threads"])
+    device = resolve_device(runtime["device"])
+    started = time.perf_counter()
+
+    set_seed(seed)
+    splits = load_splits(data_dir, train_params["tasks"], seed, train_params["val_fraction"])
+    for name in ("train", "val", "test"):
+        setattr(splits, name, getattr(splits, name).to(device))
+    model = build_model(model_name, FeatureSpec.from_schema(splits.schema), len(splits.tasks),
+                        hparams).to(device)
+    cfg = TrainConfig.from_params(train_params)
+    state = fit(model, splits, cfg, seed, resume_path=out_dir / RESUME_FILE,
+                label=f"{model_name} seed={seed}")
+    test_auc = task_aucs(predict(model, splits.test, cfg.eval_batch_size), splits.test.labels)
+    best = state.history[state.best_epoch - 1]
+
+    metrics = {
+        "model": model_name,
+        "dataset": splits.schema.get("dataset", "unknown"),
+        "seed": seed,
+        "tasks": splits.tasks,
+        "test_auc": dict(zip(splits.tasks, test_auc, strict=True)),
+        "val_auc": dict(zip(splits.tasks, best["val_auc"], strict=True)),
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "rows": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "curves": state.history,
+        "params": {"train": train_params, "runtime": runtime, f"models.{model_name}": hparams},
+        "provenance": provenance(device, runtime["num_threads"]),
+    }
+    wall = time.perf_counter() - started
+    atomic_write(out_dir / "model.pt", lambda tmp: torch.save(model.state_dict(), tmp))
+    write_json_atomic(out_dir / "timing.json", {
+        "wall_time_s": round(wall, 3),
+        "train_samples_per_s": round(state.epoch * len(splits.train) / wall, 1),
+    })
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    (out_dir / RESUME_FILE).unlink(missing_ok=True)
+    return metrics

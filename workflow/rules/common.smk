@@ -1,0 +1,31 @@
+# Shared helpers: validate the config once, fix the output root, and hand the merged params to the
+# package (every rule calls `mtlrec ... --params PARAMS_FILE` and reads only its section).
+import yaml
+
+from mtlrec.config import check_cross_references, validate
+from mtlrec.errors import MtlrecError
+
+try:
+    validate(config)
+    check_cross_references(config)
+except MtlrecError as exc:
+    raise WorkflowError(str(exc)) from None
+
+ROOT = config["paths"]["root"].rstrip("/")
+PARAMS_FILE = f"{ROOT}/.mtlrec/params.resolved.yaml"
+TABLE2 = config["report"]["table2"]
+DATASET = TABLE2["dataset"]
+
+
+def write_resolved_params(path, params):
+    """Write the merged config (params.yaml + profile overlays + --config) if it changed."""
+    text = yaml.safe_dump(params, sort_keys=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not os.path.exists(path) or open(path).read() != text:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+
+
+write_resolved_params(PARAMS_FILE, config)

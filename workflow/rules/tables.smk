@@ -1,0 +1,21 @@
+# Table 2 (multi-task AUC, mean ± std over seeds, paper value beside): LaTeX, Markdown, CSV.
+rule table2:
+    input:
+        expand(
+            f"{ROOT}/runs/{DATASET}/{{model}}/seed={{seed}}/metrics.json",
+            model=TABLE2["models"],
+            seed=config["train"]["seeds"],
+        ),
+    output:
+        tex=f"{ROOT}/results/tables/table2_{DATASET}.tex",
+        md=f"{ROOT}/results/tables/table2_{DATASET}.md",
+        csv=f"{ROOT}/results/tables/table2_{DATASET}.csv",
+    params:
+        section=TABLE2,
+        runs=f"{ROOT}/runs",
+        out=f"{ROOT}/results/tables",
+    log:
+        f"{ROOT}/logs/table2_{DATASET}.log",
+    shell:
+        "mtlrec table table2 --params {PARAMS_FILE} --runs {params.runs} --out {params.out}"
+        " > {log} 2>&1"

@@ -1,0 +1,25 @@
+# One training run per (model, seed): best-validation checkpoint + metrics.json (+ timing.json).
+rule train:
+    input:
+        train=f"{ROOT}/data/encoded/{{dataset}}/train.parquet",
+        test=f"{ROOT}/data/encoded/{{dataset}}/test.parquet",
+        schema=f"{ROOT}/data/encoded/{{dataset}}/schema.json",
+    output:
+        model=f"{ROOT}/runs/{{dataset}}/{{model}}/seed={{seed}}/model.pt",
+        metrics=f"{ROOT}/runs/{{dataset}}/{{model}}/seed={{seed}}/metrics.json",
+    params:
+        model_section=lambda w: config["models"][w.model],
+        train_section=config["train"],
+        runtime_section=config["runtime"],
+        data=f"{ROOT}/data/encoded/{{dataset}}",
+        out=f"{ROOT}/runs/{{dataset}}/{{model}}/seed={{seed}}",
+    wildcard_constraints:
+        seed=r"\d+",
+    threads: config["runtime"]["num_threads"]
+    resources:
+        mem_mb=4000,
+    log:
+        f"{ROOT}/logs/train/{{dataset}}/{{model}}/seed={{seed}}.log",
+    shell:
+        "mtlrec train --params {PARAMS_FILE} --model {wildcards.model} --seed {wildcards.seed}"
+        " --data {params.data} --out {params.out} > {log} 2>&1"
