@@ -79,7 +79,8 @@ def _dispatch(args: argparse.Namespace) -> None:
                               f"(have: {sorted(params['models'])})")
         metrics = run_training(params, args.model, args.seed, args.data, args.out)
         aucs = ", ".join(f"{t} {v:.4f}" for t, v in metrics["test_auc"].items())
-        print(f"{args.model} seed={args.seed}: test AUC {aucs} (best epoch {metrics['best_epoch']})")
+        best = metrics["best_epoch"]
+        print(f"{args.model} seed={args.seed}: test AUC {aucs} (best epoch {best})")
     elif args.command == "table":
         from mtlrec.report.tables import make_table2
 

@@ -1,7 +1,8 @@
 """Encoded parquet -> in-memory tensors, the per-seed val/test split, and index batching.
 
-Census fits in memory many times over, so each split is held as three tensors and a batch is an index
-slice: no per-sample Dataset, no collate. (Streaming for larger-than-memory data comes with Ali-CCP.)
+Census fits in memory many times over, so each split is held as a few tensors and a batch is an
+index slice: no per-sample Dataset, no collate. (Streaming for larger-than-memory data comes with
+Ali-CCP.)
 """
 
 from __future__ import annotations

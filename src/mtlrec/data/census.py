@@ -1,8 +1,9 @@
 """Census-Income (KDD): raw UCI files -> typed columns and labels.
 
-Follows the official MPT-Rec preprocessing (design/mptrec-spec.md section 9): 42 raw columns, 29 sparse
-fields, 11 dense fields (the instance weight is kept as a feature, as in the official code), labels
-income > 50k (T1), marital == "Never married" (T2) and education == Bachelors (the later new task T3).
+Follows the official MPT-Rec preprocessing (design/mptrec-spec.md section 9): 42 raw columns, 29
+sparse fields, 11 dense fields (the instance weight is kept as a feature, as in the official code),
+labels income > 50k (T1), marital == "Never married" (T2) and education == Bachelors (the later new
+task T3).
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ Two fitting modes (params `data.<dataset>.fit_encoders_on`):
 - `train` (default): codes and ranges are learnt on the training file and applied to the test file.
   Values unseen in training map to a reserved out-of-vocabulary code (the last index), dense values
   outside the training range are left unclipped.
-- `per_file`: the official MPT-Rec code fits LabelEncoder/MinMaxScaler separately on each file, so the
-  same category can get different codes in train and test (on Census `det_hh_fam_stat` has 38 values in
-  train and 37 in test, and every test code after the missing one is shifted). Offered to mirror the
-  paper's numbers; see docs/datasets.md.
+- `per_file`: the official MPT-Rec code fits LabelEncoder/MinMaxScaler separately on each file, so
+  the same category can get different codes in train and test (on Census `det_hh_fam_stat` has 38
+  values in train and 37 in test, and every test code after the missing one is shifted). Offered to
+  mirror the paper's numbers; see docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Encoders:
             span = high - low if high > low else 1.0
             columns[field] = ((frame[field].to_numpy(np.float64) - low) / span).astype(np.float32)
         for field, vocab in self.vocabularies.items():
-            codes = pd.Categorical(frame[field].astype(str), categories=vocab).codes
+            codes = pd.Index(vocab).get_indexer(frame[field].astype(str))
             codes = np.where(codes < 0, len(vocab), codes)  # unseen -> OOV code
             columns[field] = codes.astype(np.int32)
         return columns
@@ -62,7 +62,7 @@ def encode_frames(
     dense: list[str],
     fit_on: str,
 ) -> tuple[dict[str, pa.Table], dict[str, Any]]:
-    """Encode each split; returns arrow tables and the schema (vocab sizes are the max over splits)."""
+    """Encode each split; return arrow tables and the schema (vocab size = max over splits)."""
     if fit_on not in FIT_MODES:
         raise MtlrecError(f"encode: fit_encoders_on must be one of {FIT_MODES}, got '{fit_on}'")
     fitted = {

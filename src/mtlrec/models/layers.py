@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -111,11 +112,35 @@ def linear_weights_l2(modules: Iterable[nn.Module]) -> torch.Tensor:
     return torch.stack(squares).sum() / 2
 
 
+@dataclass
+class Batch:
+    dense: torch.Tensor  # [B, n_dense]
+    sparse: torch.Tensor  # [B, n_sparse]
+    labels: torch.Tensor  # [B, K]
+    row_id: torch.Tensor  # [B], the rows' indices in the training file (e.g. for EM task labels)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    epoch: int  # 1-based
+    step: int  # 0-based index of the batch within the epoch
+    steps_per_epoch: int
+    epochs: int
+
+
+def multitask_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum over tasks of the batch-mean BCE (logits, labels [B, K])."""
+    per_task = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0)
+    return per_task.sum()
+
+
 class MultiTaskModel(nn.Module):
     """Base class of every model: forward(dense, sparse) returns logits [B, n_tasks].
 
     Subclasses build their embeddings (any FeatureEmbedding inside the model gets reg_emb) and list
-    in `regularised_modules()` the experts and towers whose Linear weights get reg_dnn.
+    in `regularised_modules()` the experts and towers whose Linear weights get reg_dnn. Models with
+    a training procedure of their own (extra losses, per-row state, work between epochs) override
+    the hooks `prepare`, `training_loss` and `on_epoch_end`; the training loop only calls these.
     """
 
     def __init__(self, num_tasks: int, reg_emb: float, reg_dnn: float) -> None:
@@ -126,6 +151,17 @@ class MultiTaskModel(nn.Module):
 
     def regularised_modules(self) -> list[nn.Module]:
         raise NotImplementedError
+
+    def prepare(self, num_train_rows: int) -> None:
+        """Called once before training (and before a resumed state is loaded)."""
+
+    def training_loss(self, batch: Batch, info: StepInfo) -> torch.Tensor:
+        """Sum of per-task BCE plus the L2 terms (the paper's loss for every baseline)."""
+        return multitask_bce(self(batch.dense, batch.sparse), batch.labels) + self.l2_penalty()
+
+    def on_epoch_end(self, epoch: int, train: Any, eval_batch_size: int) -> dict[str, Any]:
+        """Called after each training epoch with the training split; returns extra curve fields."""
+        return {}
 
     def l2_penalty(self) -> torch.Tensor:
         """reg_emb * (whole embedding tables) + reg_dnn * (expert and tower Linear weights)."""

@@ -1,7 +1,7 @@
 """Table 2 (multi-task AUC) from per-run metrics.json files: LaTeX (booktabs), Markdown, CSV.
 
-Each cell is mean ± sample std over seeds, with the paper's value beside it; the Gain columns are the
-difference of means against the baseline row (Single Task), as in the paper.
+Each cell is mean ± sample std over seeds, with the paper's value beside it; the Gain columns are
+the difference of means against the baseline row (Single Task), as in the paper.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def make_table2(params: dict[str, Any], runs_root: Path, out_dir: Path) -> list[dict[str, Any]]:
-    """Write out_dir/table2_<dataset>.{tex,md,csv}. Reads params `report.table2` and `train.seeds`."""
+    """Write out_dir/table2_<dataset>.{tex,md,csv}; reads `report.table2` and `train.seeds`."""
     table = params["report"]["table2"]
     dataset, decimals = table["dataset"], table["decimals"]
     runs = collect(runs_root, dataset, table["models"], params["train"]["seeds"])

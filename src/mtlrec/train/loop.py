@@ -1,5 +1,5 @@
-"""The multi-task training loop: Adam, summed BCE + L2, early stopping on the sum of validation AUCs,
-best state restored, per-epoch curves, a progress bar, and resumable per-epoch checkpoints."""
+"""The multi-task training loop: Adam, the model's loss, early stopping on the sum of validation
+AUCs, best state restored, per-epoch curves, a progress bar, and resumable per-epoch checkpoints."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from mtlrec.data.batches import Splits, batch_indices
 from mtlrec.evaluate.metrics import predict, task_aucs
-from mtlrec.models.layers import MultiTaskModel
+from mtlrec.models.layers import Batch, MultiTaskModel, StepInfo
 from mtlrec.provenance import atomic_write
 
 
@@ -45,28 +44,22 @@ class TrainState:
     stopped_early: bool = False
 
 
-def multitask_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """sum over tasks of the mean BCE (logits [B, K], labels [B, K])."""
-    per_task = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0)
-    return per_task.sum()
-
-
 def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
     """Adam with the fused kernel (one kernel for all parameters) on CPU and CUDA."""
     return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
 def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits: Splits,
-                cfg: TrainConfig, generator: torch.Generator, desc: str) -> float:
+                cfg: TrainConfig, generator: torch.Generator, epoch: int) -> float:
     model.train()
     train = splits.train
     batches = batch_indices(len(train), cfg.batch_size, cfg.shuffle, generator)
     n_batches = math.ceil(len(train) / cfg.batch_size)
     total = torch.zeros((), device=train.labels.device)
-    for idx in tqdm(batches, total=n_batches, desc=desc, disable=not cfg.progress, leave=False,
-                    mininterval=2.0):
-        logits = model(train.dense[idx], train.sparse[idx])  # [B, K]
-        loss = multitask_loss(logits, train.labels[idx]) + model.l2_penalty()
+    for step, idx in enumerate(tqdm(batches, total=n_batches, desc=f"epoch {epoch}",
+                                    disable=not cfg.progress, leave=False, mininterval=2.0)):
+        batch = Batch(train.dense[idx], train.sparse[idx], train.labels[idx], train.row_id[idx])
+        loss = model.training_loss(batch, StepInfo(epoch, step, n_batches, cfg.epochs))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -111,20 +104,22 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int,
     optimizer = make_optimizer(model, cfg.lr, device)
     generator = torch.Generator().manual_seed(seed)
     state = TrainState()
+    model.prepare(len(splits.train))
     if resume_path is not None and resume_path.is_file():
         state = _load_resume(resume_path, model, optimizer, generator)
     bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=label or "train",
                disable=not cfg.progress, unit="epoch")
     while state.epoch < cfg.epochs and not state.stopped_early:
         epoch = state.epoch + 1
-        loss = train_epoch(model, optimizer, splits, cfg, generator, f"epoch {epoch}")
+        loss = train_epoch(model, optimizer, splits, cfg, generator, epoch)
+        extra = model.on_epoch_end(epoch, splits.train, cfg.eval_batch_size)
         val_auc = evaluate(model, splits, "val", cfg.eval_batch_size)
         score = sum(val_auc)
         improved = score > state.best_score
         if improved:
             state.best_score, state.best_epoch = score, epoch
             state.best_state = copy.deepcopy(model.state_dict())
-        state.history.append({"epoch": epoch, "train_loss": loss, "val_auc": val_auc})
+        state.history.append({"epoch": epoch, "train_loss": loss, "val_auc": val_auc, **extra})
         state.epoch = epoch
         state.stopped_early = epoch - state.best_epoch >= cfg.patience
         bar.set_postfix(loss=f"{loss:.4f}", val_auc="/".join(f"{a:.4f}" for a in val_auc),

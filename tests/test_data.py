@@ -1,0 +1,115 @@
+import gzip
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mtlrec.data import census
+from mtlrec.data.batches import batch_indices, load_splits
+from mtlrec.data.encode import encode_census
+from mtlrec.data.sources import SOURCES, fetch, sha256_decompressed
+from mtlrec.errors import MtlrecError
+
+
+def test_bundled_raw_files_verify(raw_census):
+    for raw in SOURCES["census"]["files"]:
+        assert sha256_decompressed(raw_census / raw.name) == raw.sha256_decompressed
+
+
+def test_checksum_mismatch_is_a_clear_error(tmp_path, raw_census):
+    out = tmp_path / "census"
+    out.mkdir()
+    with gzip.open(raw_census / "census-income.data.gz", "rb") as src:
+        head = src.read(100_000)
+    with gzip.open(out / "census-income.data.gz", "wb") as dst:
+        dst.write(head)  # truncated: right name, wrong content
+    with pytest.raises(MtlrecError, match="checksum mismatch for census-income.data.gz"):
+        fetch("census", out)
+
+
+def test_mirror_folder_is_used(tmp_path, raw_census):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(raw_census, mirror)
+    placed = fetch("census", tmp_path / "out", mirror=str(mirror))
+    assert [p.name for p in placed] == ["census-income.data.gz", "census-income.test.gz"]
+
+
+def test_raw_census_has_the_documented_shape(raw_census):
+    frame = census.read_raw(raw_census / "census-income.test.gz")
+    assert frame.shape == (99_762, 42)
+    rates = census.labels(frame).mean()
+    # positives: income 6.2 %, never married 43 %, bachelors 9.9 % (PROVENANCE.md, spec section 3.1)
+    assert rates["income"] == pytest.approx(6186 / 99_762)
+    assert 0.42 < rates["marital"] < 0.44
+    assert 0.098 < rates["education"] < 0.100
+
+
+@pytest.mark.parametrize(("n_columns", "word"), [(41, "missing"), (43, "extra")])
+def test_wrong_column_count_is_a_clear_error(tmp_path, raw_census, n_columns, word):
+    frame = census.read_raw(raw_census / "census-income.test.gz", max_rows=20)
+    if n_columns < 42:
+        frame = frame.iloc[:, :n_columns]
+    else:
+        frame["surplus"] = "x"
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, header=False, index=False)
+    with pytest.raises(MtlrecError, match=f"{n_columns} columns, expected 42 \\({word}"):
+        census.read_raw(path)
+
+
+def test_encoding_schema_and_oov(encoded_census):
+    schema = json.loads((encoded_census / "schema.json").read_text())
+    assert len(schema["sparse"]) == 29 and len(schema["dense"]) == 11
+    assert schema["tasks"] == ["income", "marital", "education"]
+    train = pd.read_parquet(encoded_census / "train.parquet")
+    test = pd.read_parquet(encoded_census / "test.parquet")
+    for field in schema["sparse"]:
+        # train codes never use the OOV slot; test codes stay inside the table
+        assert train[field["name"]].max() < field["vocab_size"] - 1
+        assert test[field["name"]].max() <= field["vocab_size"] - 1
+    assert train["age"].min() == 0.0 and train["age"].max() == 1.0
+
+
+def test_per_file_fitting_shifts_codes_like_the_official_code(tmp_path, raw_census):
+    """The official per-file LabelEncoder gives det_hh_fam_stat 38 values in train, 37 in test,
+    so the same raw value gets different codes in the two files; train-fitting does not."""
+    raw_test = census.read_raw(raw_census / "census-income.test.gz")
+    encode_census(raw_census, tmp_path / "per_file", "per_file", None, None)
+    encode_census(raw_census, tmp_path / "train_fit", "train", None, None)
+    value = "Spouse of householder"
+    rows = np.flatnonzero(raw_test["det_hh_fam_stat"].to_numpy() == value)[:1]
+    codes = {}
+    for mode in ("per_file", "train_fit"):
+        train = pd.read_parquet(tmp_path / mode / "train.parquet", columns=["det_hh_fam_stat"])
+        raw_train = census.read_raw(raw_census / "census-income.data.gz", max_rows=200_000)
+        train_row = np.flatnonzero(raw_train["det_hh_fam_stat"].to_numpy() == value)[0]
+        test = pd.read_parquet(tmp_path / mode / "test.parquet", columns=["det_hh_fam_stat"])
+        codes[mode] = (train["det_hh_fam_stat"][train_row], test["det_hh_fam_stat"][rows[0]])
+    assert codes["train_fit"][0] == codes["train_fit"][1]
+    assert codes["per_file"][0] != codes["per_file"][1]
+
+
+def test_splits_follow_the_seed(encoded_census):
+    a = load_splits(encoded_census, ["income", "marital"], seed=1, val_fraction=0.5)
+    b = load_splits(encoded_census, ["income", "marital"], seed=1, val_fraction=0.5)
+    c = load_splits(encoded_census, ["income", "marital"], seed=2, val_fraction=0.5)
+    assert torch.equal(a.val.row_id, b.val.row_id)
+    assert not torch.equal(a.val.row_id, c.val.row_id)
+    assert len(a.val) + len(a.test) == 2000
+    assert set(a.val.row_id.tolist()).isdisjoint(a.test.row_id.tolist())
+    assert a.train.labels.shape == (3000, 2)
+
+
+def test_unknown_task_is_a_clear_error(encoded_census):
+    with pytest.raises(MtlrecError, match="unknown task"):
+        load_splits(encoded_census, ["income", "salary"], seed=1, val_fraction=0.5)
+
+
+def test_batch_indices_cover_every_row_once():
+    ordered = list(batch_indices(10, 4, shuffle=False))
+    assert [(s.start, s.stop) for s in ordered] == [(0, 4), (4, 8), (8, 10)]
+    shuffled = torch.cat(list(batch_indices(10, 4, True, torch.Generator().manual_seed(0))))
+    assert sorted(shuffled.tolist()) == list(range(10)) and shuffled.tolist() != list(range(10))
