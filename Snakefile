@@ -13,8 +13,12 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
     input:
         rules.table2.output,
+        rules.ablation.output,
+        rules.em_report.output,
+        rules.tsne.output,

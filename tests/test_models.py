@@ -4,8 +4,9 @@ import pytest
 import torch
 from conftest import device_under_test
 
+from mtlrec.errors import MtlrecError
 from mtlrec.models import MODELS, build_model
-from mtlrec.models.layers import FeatureEmbedding, FeatureSpec, linear_weights_l2
+from mtlrec.models.layers import Batch, FeatureEmbedding, FeatureSpec, StepInfo, linear_weights_l2
 from mtlrec.models.single_task import SingleTask
 
 FEATURES = FeatureSpec(dense=("a", "b"), sparse=(("x", 5), ("y", 7), ("z", 3)))
@@ -15,6 +16,9 @@ HPARAMS = {
     "mmoe": {"num_experts": 3, "expert_hidden": [16, 8]},
     "ple": {"num_levels": 2, "num_shared_experts": 1, "num_specific_experts": 1,
             "expert_hidden": [16], "gate_bias": False},
+    "mptrec": {"expert_hidden": [16, 8], "gan_lambda": 0.1, "variant": "full",
+               "stage1_loss": "paper", "alpha_schedule": "dann", "cluster_interval": 2,
+               "e_step": "official"},
 }
 
 
@@ -40,12 +44,19 @@ def test_every_registered_model_has_test_hparams():
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("num_tasks", [1, 2, 3])
 def test_forward_shape_and_every_parameter_learns(name, num_tasks):
+    if num_tasks < MODELS[name].min_tasks:
+        with pytest.raises(MtlrecError, match="needs at least"):
+            make(name, num_tasks)
+        return
     model = make(name, num_tasks, reg=1e-3)
     dense, sparse, labels = batch()
     logits = model(dense, sparse)
     assert logits.shape == (32, num_tasks)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[:, :num_tasks])
-    (loss + model.l2_penalty()).backward()
+    model.prepare(64)
+    rows = torch.arange(32, device=dense.device)
+    info = StepInfo(epoch=2, step=3, steps_per_epoch=10, epochs=5, batch_size=32)
+    loss = model.training_loss(Batch(dense, sparse, labels[:, :num_tasks], rows), info)
+    loss.backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
         if "table" not in pname:  # embedding rows of unseen codes may get zero gradient

@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("table", choices=["table2"])
     p.add_argument("--runs", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p = add("report", "ablation table and plot, EM label history, or t-SNE figure")
+    p.add_argument("kind", choices=["ablation", "em", "tsne"])
+    p.add_argument("--runs", type=Path, required=True)
+    p.add_argument("--tables", type=Path, required=True)
+    p.add_argument("--figures", type=Path, required=True)
+    p.add_argument("--data", type=Path, help="encoded data folder (t-SNE)")
     add("check", "validate params files and print the merged result")
     return parser
 
@@ -72,11 +78,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(f"encoded {schema['rows']} rows, {len(schema['sparse'])} sparse + "
               f"{len(schema['dense'])} dense fields -> {args.out}")
     elif args.command == "train":
+        from mtlrec.config import resolve_model
         from mtlrec.train.run import run_training
 
-        if args.model not in params["models"]:
-            raise MtlrecError(f"train: no models.{args.model} section in params "
-                              f"(have: {sorted(params['models'])})")
+        resolve_model(params, args.model)  # a clear error for an unknown name, before any work
         metrics = run_training(params, args.model, args.seed, args.data, args.out)
         aucs = ", ".join(f"{t} {v:.4f}" for t, v in metrics["test_auc"].items())
         best = metrics["best_epoch"]
@@ -86,10 +91,30 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         make_table2(params, args.runs, args.out)
         print(f"wrote {args.out}/table2_{params['report']['table2']['dataset']}.{{tex,md,csv}}")
+    elif args.command == "report":
+        _report(args, params)
     elif args.command == "check":
         import yaml
 
         print(yaml.safe_dump(params, sort_keys=False), end="")
+
+
+def _report(args: argparse.Namespace, params: dict) -> None:
+    if args.kind == "ablation":
+        from mtlrec.report.figures import make_ablation
+
+        make_ablation(params, args.runs, args.tables, args.figures)
+    elif args.kind == "em":
+        from mtlrec.report.figures import make_em_report
+
+        make_em_report(params, args.runs, args.tables, args.figures)
+    else:
+        from mtlrec.report.tsne import make_tsne
+
+        if args.data is None:
+            raise MtlrecError("report tsne needs --data (the encoded data folder)")
+        make_tsne(params, args.data, args.runs, args.figures)
+    print(f"wrote the {args.kind} report")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,6 +66,24 @@ def load_params(files: Iterable[str | Path]) -> Params:
     return merged
 
 
+def resolve_model(params: Mapping[str, Any], run_name: str) -> tuple[str, dict[str, Any]]:
+    """A run name -> (registered model, its hyperparameters).
+
+    A run name is a `models.<name>` section, or a `variants.<name>` entry: a registered model's
+    section with some keys replaced (the ablations).
+    """
+    if run_name in params["models"]:
+        return run_name, copy.deepcopy(params["models"][run_name])
+    variant = params.get("variants", {}).get(run_name)
+    if variant is None:
+        known = sorted([*params["models"], *params.get("variants", {})])
+        raise MtlrecError(f"unknown model or variant '{run_name}' (known: {known})")
+    base = variant["model"]
+    if base not in params["models"]:
+        raise MtlrecError(f"params: variants.{run_name}.model: no models.{base} section")
+    return base, deep_merge(params["models"][base], variant["set"])
+
+
 def check_cross_references(params: Mapping[str, Any]) -> None:
     """Checks that a JSON schema cannot express: names that must refer to registered things."""
     from mtlrec.models import MODELS  # local import: models import torch
@@ -73,14 +91,33 @@ def check_cross_references(params: Mapping[str, Any]) -> None:
     for name in params["models"]:
         if name not in MODELS:
             raise MtlrecError(f"params: models.{name}: unknown model (known: {sorted(MODELS)})")
-    table = params["report"]["table2"]
-    for name in table["models"]:
-        if name not in params["models"]:
-            raise MtlrecError(
-                f"params: report.table2.models names '{name}', which has no models.{name} section"
-            )
+    for name in params.get("variants", {}):
+        if name in params["models"]:
+            raise MtlrecError(f"params: variants.{name} shadows models.{name}")
+        base, section = resolve_model(params, name)
+        try:  # the changed section must still fit the base model's schema
+            validate({**params, "models": {**params["models"], base: section}})
+        except MtlrecError as exc:
+            raise MtlrecError(f"params: variants.{name}: {exc}") from None
+    report = params["report"]
+    run_lists = {
+        "report.table2.models": report["table2"]["models"],
+        "report.ablation.models": report["ablation"]["models"],
+        "report.ablation.variants": report["ablation"]["variants"],
+        "report.tsne.models": report["tsne"]["models"],
+        "report.em.model": [report["em"]["model"]],
+    }
+    for where, names in run_lists.items():
+        for name in names:
+            resolve_model(params, name)  # raises for an unknown name
+            if where == "report.ablation.variants" and name not in params["variants"]:
+                raise MtlrecError(f"params: {where}: '{name}' is not a variants entry")
+    table = report["table2"]
     if table["baseline"] not in table["models"]:
         raise MtlrecError("params: report.table2.baseline must be one of report.table2.models")
+    significance = table.get("significance")
+    if significance and significance["candidate"] not in table["models"]:
+        raise MtlrecError("params: report.table2.significance.candidate must be in its models")
 
 
 def section(params: Mapping[str, Any], dotted: str) -> Any:

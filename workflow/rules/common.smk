@@ -2,7 +2,7 @@
 # package (every rule calls `mtlrec ... --params PARAMS_FILE` and reads only its section).
 import yaml
 
-from mtlrec.config import check_cross_references, validate
+from mtlrec.config import check_cross_references, resolve_model, validate
 from mtlrec.errors import MtlrecError
 
 try:
@@ -13,8 +13,17 @@ except MtlrecError as exc:
 
 ROOT = config["paths"]["root"].rstrip("/")
 PARAMS_FILE = f"{ROOT}/.mtlrec/params.resolved.yaml"
-TABLE2 = config["report"]["table2"]
+REPORT = config["report"]
+TABLE2 = REPORT["table2"]
 DATASET = TABLE2["dataset"]
+SEEDS = config["train"]["seeds"]
+
+
+def run_files(dataset, run_names, seeds, name):
+    """The `name` file (metrics.json, model.pt) of every (run, seed) pair."""
+    return expand(
+        f"{ROOT}/runs/{dataset}/{{run}}/seed={{seed}}/{name}", run=run_names, seed=seeds
+    )
 
 
 def write_resolved_params(path, params):

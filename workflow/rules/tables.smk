@@ -1,11 +1,7 @@
 # Table 2 (multi-task AUC, mean ± std over seeds, paper value beside): LaTeX, Markdown, CSV.
 rule table2:
     input:
-        expand(
-            f"{ROOT}/runs/{DATASET}/{{model}}/seed={{seed}}/metrics.json",
-            model=TABLE2["models"],
-            seed=config["train"]["seeds"],
-        ),
+        run_files(DATASET, TABLE2["models"], SEEDS, "metrics.json"),
     output:
         tex=f"{ROOT}/results/tables/table2_{DATASET}.tex",
         md=f"{ROOT}/results/tables/table2_{DATASET}.md",

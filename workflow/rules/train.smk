@@ -1,4 +1,5 @@
-# One training run per (model, seed): best-validation checkpoint + metrics.json (+ timing.json).
+# One training run per (model or variant, seed): best-validation checkpoint + metrics.json
+# (+ timing.json). A variant (params `variants`) is a registered model with some keys replaced.
 rule train:
     input:
         train=f"{ROOT}/data/encoded/{{dataset}}/train.parquet",
@@ -8,7 +9,7 @@ rule train:
         model=f"{ROOT}/runs/{{dataset}}/{{model}}/seed={{seed}}/model.pt",
         metrics=f"{ROOT}/runs/{{dataset}}/{{model}}/seed={{seed}}/metrics.json",
     params:
-        model_section=lambda w: config["models"][w.model],
+        model_section=lambda w: resolve_model(config, w.model),
         train_section=config["train"],
         runtime_section=config["runtime"],
         data=f"{ROOT}/data/encoded/{{dataset}}",

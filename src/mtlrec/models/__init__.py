@@ -11,6 +11,7 @@ from typing import Any
 from mtlrec.errors import MtlrecError
 from mtlrec.models.layers import FeatureSpec, MultiTaskModel
 from mtlrec.models.mmoe import MMOE
+from mtlrec.models.mptrec import MPTRec
 from mtlrec.models.ple import PLE
 from mtlrec.models.shared_bottom import SharedBottom
 from mtlrec.models.single_task import SingleTask
@@ -20,6 +21,7 @@ MODELS: dict[str, type[MultiTaskModel]] = {
     "shared_bottom": SharedBottom,
     "mmoe": MMOE,
     "ple": PLE,
+    "mptrec": MPTRec,
 }
 
 
@@ -28,6 +30,8 @@ def build_model(name: str, features: FeatureSpec, num_tasks: int,
     """Instantiate the registered model `name` with its params section."""
     if name not in MODELS:
         raise MtlrecError(f"unknown model '{name}' (known: {sorted(MODELS)})")
+    if num_tasks < MODELS[name].min_tasks:
+        raise MtlrecError(f"{name} needs at least {MODELS[name].min_tasks} tasks, got {num_tasks}")
     try:
         return MODELS[name](features, num_tasks, **hparams)
     except TypeError as exc:

@@ -126,6 +126,7 @@ class StepInfo:
     step: int  # 0-based index of the batch within the epoch
     steps_per_epoch: int
     epochs: int
+    batch_size: int  # the configured size (the last batch of an epoch may be smaller)
 
 
 def multitask_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -142,6 +143,8 @@ class MultiTaskModel(nn.Module):
     a training procedure of their own (extra losses, per-row state, work between epochs) override
     the hooks `prepare`, `training_loss` and `on_epoch_end`; the training loop only calls these.
     """
+
+    min_tasks = 1
 
     def __init__(self, num_tasks: int, reg_emb: float, reg_dnn: float) -> None:
         super().__init__()

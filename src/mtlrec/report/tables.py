@@ -52,6 +52,32 @@ def collect(runs_root: Path, dataset: str, models: list[str], seeds: list[int]
     return found
 
 
+def paired_significance(rows: list[dict[str, Any]], candidate: str, level: float) -> None:
+    """Mark the candidate's cells that beat the best other model (by mean) significantly.
+
+    Test: two-sided paired t-test over seeds (scipy.stats.ttest_rel); seeds pair up because each
+    seed fixes the val/test split and the initialisation. Adds 'p_value', 'versus' and
+    'significant' to each of the candidate's task cells (p is NaN with fewer than 2 seeds).
+    """
+    from scipy.stats import ttest_rel
+
+    by_model = {row["model"]: row for row in rows}
+    if candidate not in by_model:
+        return
+    for task, cell in by_model[candidate]["tasks"].items():
+        others = [r for r in rows if r["model"] != candidate]
+        if not others:
+            return
+        best = max(others, key=lambda r: r["tasks"][task]["mean"])
+        theirs = best["tasks"][task]["values"]
+        p_value = float("nan")
+        if len(cell["values"]) > 1 and len(cell["values"]) == len(theirs):
+            p_value = float(ttest_rel(cell["values"], theirs).pvalue)
+        better = cell["mean"] > best["tasks"][task]["mean"]
+        cell.update(p_value=p_value, versus=best["model"],
+                    significant=bool(p_value < level and better))
+
+
 def summarise(runs: dict[str, list[dict[str, Any]]], baseline: str) -> list[dict[str, Any]]:
     """One row per model: per task mean, std, n, gain over the baseline's mean."""
     tasks = next(iter(runs.values()))[0]["tasks"]
@@ -91,15 +117,29 @@ def _provenance_lines(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     ]
 
 
+def _significance_note(rows: list[dict[str, Any]], significance: dict[str, Any]) -> str:
+    candidate = next((r for r in rows if r["model"] == significance["candidate"]), None)
+    if candidate is None:
+        return "significance: candidate not in the table"
+    parts = [
+        f"{task} vs {DISPLAY_NAMES.get(c['versus'], c['versus'])} p={c['p_value']:.3g}"
+        for task, c in candidate["tasks"].items() if "versus" in c
+    ]
+    name = DISPLAY_NAMES.get(significance["candidate"], significance["candidate"])
+    return (f"*: {name} above the best other model with p < {significance['level']} "
+            f"(two-sided paired t-test over seeds): {'; '.join(parts)}")
+
+
 def _fmt(value: float, decimals: int) -> str:
     return f"{value:.{decimals}f}"
 
 
-def _mean_std(cell: dict[str, Any], decimals: int, pm: str) -> str:
-    """'mean ± std', or the mean alone when one seed gives no spread."""
+def _mean_std(cell: dict[str, Any], decimals: int, pm: str, star: str = "") -> str:
+    """'mean ± std' (the mean alone when one seed gives no spread), starred when significant."""
+    mark = star if cell.get("significant") else ""
     if len(cell["values"]) < 2:
-        return _fmt(cell["mean"], decimals)
-    return f"{_fmt(cell['mean'], decimals)}{pm}{_fmt(cell['std'], decimals)}"
+        return _fmt(cell["mean"], decimals) + mark
+    return f"{_fmt(cell['mean'], decimals)}{mark}{pm}{_fmt(cell['std'], decimals)}"
 
 
 def _gain(value: float | None, decimals: int) -> str:
@@ -119,7 +159,7 @@ def render_markdown(rows: list[dict[str, Any]], paper: dict[str, Any], decimals:
         for task in tasks:
             cell = row["tasks"][task]
             ref = paper.get(row["model"], {}).get(task)
-            cells += [_mean_std(cell, decimals, " ± "),
+            cells += [_mean_std(cell, decimals, " ± ", "*"),
                       "--" if ref is None else _fmt(ref, decimals)]
         cells += [_gain(row["tasks"][t]["gain"], decimals) for t in tasks]
         lines.append("| " + " | ".join(cells) + " |")
@@ -147,7 +187,7 @@ def render_latex(rows: list[dict[str, Any]], paper: dict[str, Any], decimals: in
         for task in tasks:
             cell = row["tasks"][task]
             ref = paper.get(row["model"], {}).get(task)
-            cells += [_mean_std(cell, decimals, r" $\pm$ "),
+            cells += [_mean_std(cell, decimals, r" $\pm$ ", "$^{*}$"),
                       "--" if ref is None else _fmt(ref, decimals)]
         cells += [_gain(row["tasks"][t]["gain"], decimals) for t in tasks]
         lines.append(" & ".join(cells) + r" \\")
@@ -169,10 +209,15 @@ def make_table2(params: dict[str, Any], runs_root: Path, out_dir: Path) -> list[
     dataset, decimals = table["dataset"], table["decimals"]
     runs = collect(runs_root, dataset, table["models"], params["train"]["seeds"])
     rows = summarise(runs, table["baseline"])
+    notes = []
+    significance = table.get("significance")
+    if significance:
+        paired_significance(rows, significance["candidate"], significance["level"])
+        notes.append(_significance_note(rows, significance))
     paper = paper_values()["table2"].get(dataset, {})
     title = (f"Table 2 ({dataset}): test AUC, mean ± std over {len(params['train']['seeds'])} "
              f"seed(s); Gain = ours minus {DISPLAY_NAMES.get(table['baseline'])}")
-    notes = _provenance_lines(runs)
+    notes += _provenance_lines(runs)
     stem = out_dir / f"table2_{dataset}"
     write_text_atomic(stem.with_suffix(".tex"), render_latex(rows, paper, decimals, title, notes))
     write_text_atomic(stem.with_suffix(".md"), render_markdown(rows, paper, decimals, title, notes))

@@ -59,7 +59,8 @@ def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits:
     for step, idx in enumerate(tqdm(batches, total=n_batches, desc=f"epoch {epoch}",
                                     disable=not cfg.progress, leave=False, mininterval=2.0)):
         batch = Batch(train.dense[idx], train.sparse[idx], train.labels[idx], train.row_id[idx])
-        loss = model.training_loss(batch, StepInfo(epoch, step, n_batches, cfg.epochs))
+        info = StepInfo(epoch, step, n_batches, cfg.epochs, cfg.batch_size)
+        loss = model.training_loss(batch, info)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

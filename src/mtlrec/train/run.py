@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from mtlrec.config import section
+from mtlrec.config import resolve_model, section
 from mtlrec.data.batches import load_splits
 from mtlrec.evaluate.metrics import predict, task_aucs
 from mtlrec.models import build_model
@@ -25,16 +25,18 @@ from mtlrec.train.loop import TrainConfig, fit
 RESUME_FILE = "resume.pt"
 
 
-def run_training(params: dict[str, Any], model_name: str, seed: int, data_dir: Path,
+def run_training(params: dict[str, Any], run_name: str, seed: int, data_dir: Path,
                  out_dir: Path) -> dict[str, Any]:
-    """Train `model_name` with `seed`; write out_dir/{model.pt, metrics.json, timing.json}.
+    """Train the model or variant `run_name` with `seed`; write out_dir/{model.pt, metrics.json,
+    timing.json}.
 
-    Reads params sections `train`, `runtime` and `models.<model_name>` only.
-    Returns the metrics dict (also written to metrics.json, byte-identical for identical inputs).
+    Reads params sections `train`, `runtime` and `models.<model>` (plus `variants.<run_name>` for a
+    variant) only. Returns the metrics dict (also written to metrics.json, byte-identical for
+    identical inputs).
     """
     train_params = section(params, "train")
     runtime = section(params, "runtime")
-    hparams = section(params, f"models.{model_name}")
+    model_name, hparams = resolve_model(params, run_name)
     torch.set_num_threads(runtime["num_threads"])
     device = resolve_device(runtime["device"])
     started = time.perf_counter()
@@ -47,12 +49,12 @@ def run_training(params: dict[str, Any], model_name: str, seed: int, data_dir: P
                         hparams).to(device)
     cfg = TrainConfig.from_params(train_params)
     state = fit(model, splits, cfg, seed, resume_path=out_dir / RESUME_FILE,
-                label=f"{model_name} seed={seed}")
+                label=f"{run_name} seed={seed}")
     test_auc = task_aucs(predict(model, splits.test, cfg.eval_batch_size), splits.test.labels)
     best = state.history[state.best_epoch - 1]
 
     metrics = {
-        "model": model_name,
+        "model": run_name,
         "dataset": splits.schema.get("dataset", "unknown"),
         "seed": seed,
         "tasks": splits.tasks,
@@ -67,6 +69,8 @@ def run_training(params: dict[str, Any], model_name: str, seed: int, data_dir: P
         "params": {"train": train_params, "runtime": runtime, f"models.{model_name}": hparams},
         "provenance": provenance(device, runtime["num_threads"]),
     }
+    if run_name != model_name:
+        metrics["variant_of"] = model_name
     wall = time.perf_counter() - started
     atomic_write(out_dir / "model.pt", lambda tmp: torch.save(model.state_dict(), tmp))
     write_json_atomic(out_dir / "timing.json", {

@@ -1,0 +1,215 @@
+"""Training and inference throughput on the real Census data, as ratios against references measured
+in the same run (absolute numbers on shared machines drift; ratios do not).
+
+References:
+- ceiling: a plain fp32 torch matmul doing the same number of FLOPs as one training sample of the
+  model (counted with torch.utils.flop_counter: forward + backward), i.e. the machine's ceiling;
+- torch-rechub 0.9.0 (optional: `make install-bench`): its MMOE/PLE with the same sizes, fed once by
+  our index batching ("model only") and once through its TorchDataset + DataLoader ("library path").
+
+Usage: python benchmarks/bench_throughput.py [--threads N] [--repeats 2] [--steps 150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from mtlrec.config import load_params
+from mtlrec.data.batches import TensorSplit, load_splits
+from mtlrec.data.encode import encode_census
+from mtlrec.data.sources import fetch
+from mtlrec.models import build_model
+from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("mmoe", "ple")
+BATCHES = (256, 2048)
+
+
+def census_splits(workdir: Path):
+    raw = workdir / "raw"
+    fetch("census", raw)
+    encode_census(raw, workdir / "enc", "train", None, None)
+    return load_splits(workdir / "enc", ["income", "marital"], seed=1, val_fraction=0.5)
+
+
+def time_it(fn: Callable[[], int], repeats: int) -> float:
+    """Best-of-`repeats` samples/second of fn (which returns how many samples it processed)."""
+    fn()  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        n = fn()
+        rates.append(n / (time.perf_counter() - start))
+    return max(rates)
+
+
+def train_fn(model, data: TensorSplit, batch: int, steps: int, loss_of) -> Callable[[], int]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    n = len(data)
+
+    def run() -> int:
+        model.train()
+        for step in range(steps):
+            start = (step * batch) % (n - batch)
+            idx = slice(start, start + batch)
+            loss = loss_of(model, data, idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return steps * batch
+
+    return run
+
+
+def infer_fn(forward, data: TensorSplit, batch: int) -> Callable[[], int]:
+    @torch.no_grad()
+    def run() -> int:
+        for start in range(0, len(data), batch):
+            forward(slice(start, start + batch))
+        return len(data)
+
+    return run
+
+
+def ours_loss(model, data: TensorSplit, idx) -> torch.Tensor:
+    batch = Batch(data.dense[idx], data.sparse[idx], data.labels[idx], data.row_id[idx])
+    return model.training_loss(batch, StepInfo(1, 0, 1, 1, data.labels.shape[0]))
+
+
+def flops_per_training_sample(model, data: TensorSplit, batch: int) -> float:
+    idx = slice(0, batch)
+    with FlopCounterMode(display=False) as counter:
+        ours_loss(model, data, idx).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch
+
+
+def matmul_gflops(repeats: int, size: int = 1024, iters: int = 40) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+
+    def run() -> int:
+        for _ in range(iters):
+            a @ b
+        return iters
+
+    per_second = time_it(run, repeats)
+    return per_second * 2 * size**3 / 1e9
+
+
+def rechub(name: str, schema: dict, params: dict):
+    """torch-rechub's model with the same sizes, and a function from our tensors to its dict."""
+    from torch_rechub.basic.features import DenseFeature, SparseFeature
+    from torch_rechub.models.multi_task import MMOE, PLE
+
+    cfg = params["models"][name]
+    features = [DenseFeature(n) for n in schema["dense"]] + [
+        SparseFeature(f["name"], f["vocab_size"], embed_dim=cfg["embed_dim"])
+        for f in schema["sparse"]
+    ]
+    towers = [{"dims": cfg["tower_hidden"]}] * 2
+    if name == "mmoe":
+        model = MMOE(features, ["classification"] * 2, cfg["num_experts"],
+                     {"dims": cfg["expert_hidden"]}, towers)
+    else:
+        model = PLE(features, ["classification"] * 2, cfg["num_levels"],
+                    cfg["num_specific_experts"], cfg["num_shared_experts"],
+                    {"dims": cfg["expert_hidden"]}, towers)
+    names = schema["dense"] + [f["name"] for f in schema["sparse"]]
+
+    def as_dict(data: TensorSplit, idx) -> dict[str, torch.Tensor]:
+        columns = torch.cat([data.dense[idx], data.sparse[idx].float()], dim=1)
+        return {n: columns[:, i] for i, n in enumerate(names)}
+
+    return model, as_dict
+
+
+def rechub_library_path(model, data: TensorSplit, names, batch: int, steps: int):
+    """Its usual input path: TorchDataset of per-feature arrays + DataLoader + default collate."""
+    from torch_rechub.utils.data import TorchDataset
+
+    n = steps * batch
+    x = {name: torch.cat([data.dense, data.sparse.float()], 1)[:n, i].numpy()
+         for i, name in enumerate(names)}
+    loader = torch.utils.data.DataLoader(TorchDataset(x, data.labels[:n].numpy()),
+                                         batch_size=batch, shuffle=False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def run() -> int:
+        model.train()
+        for features, labels in loader:
+            loss = F.binary_cross_entropy(model(features), labels.float())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return n
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=150, help="training steps per measurement")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    params = load_params([REPO / "params.yaml"])
+    with tempfile.TemporaryDirectory() as tmp:
+        splits = census_splits(Path(tmp))
+    train, test = splits.train, splits.test
+    try:
+        import torch_rechub  # noqa: F401
+
+        have_rechub = True
+    except ImportError:
+        have_rechub = False
+        print("torch-rechub not installed (make install-bench): its columns are skipped")
+
+    gflops = matmul_gflops(args.repeats)
+    print(f"threads {args.threads}; fp32 matmul ceiling {gflops:.1f} GFLOP/s; "
+          f"train rows {len(train)}, inference rows {len(test)}")
+    header = (f"{'model':6} {'batch':>5} {'MFLOP/sample':>12} {'train/s':>9} {'ceiling/s':>9} "
+              f"{'ours/ceil':>9} {'infer/s':>9}")
+    if have_rechub:
+        header += f" {'rechub/s':>9} {'ours/rh':>7} {'rh-lib/s':>9} {'ours/rh-lib':>11}"
+    print(header)
+    features = FeatureSpec.from_schema(splits.schema)
+    for name in MODELS:
+        for batch in BATCHES:
+            steps = max(20, args.steps * 256 // batch)
+            model = build_model(name, features, 2, params["models"][name])
+            flops = flops_per_training_sample(model, train, batch)
+            ceiling = gflops * 1e9 / flops
+            ours = time_it(train_fn(model, train, batch, steps, ours_loss), args.repeats)
+            model.eval()
+            infer = time_it(infer_fn(lambda i, m=model: m(test.dense[i], test.sparse[i]), test,
+                                     batch), args.repeats)
+            line = (f"{name:6} {batch:5d} {flops / 1e6:12.3f} {ours:9.0f} {ceiling:9.0f} "
+                    f"{ours / ceiling:9.2f} {infer:9.0f}")
+            if have_rechub:
+                rh_model, as_dict = rechub(name, splits.schema, params)
+
+                def rh_loss(m, data, idx, as_dict=as_dict):
+                    return F.binary_cross_entropy(m(as_dict(data, idx)), data.labels[idx])
+
+                rh = time_it(train_fn(rh_model, train, batch, steps, rh_loss), args.repeats)
+                names = splits.schema["dense"] + [f["name"] for f in splits.schema["sparse"]]
+                rh_lib = time_it(rechub_library_path(rh_model, train, names, batch, steps),
+                                 args.repeats)
+                line += f" {rh:9.0f} {ours / rh:7.2f} {rh_lib:9.0f} {ours / rh_lib:11.2f}"
+            print(line, flush=True)
+    print(f"(best of {args.repeats} repeats each, after one warm-up)")
+
+
+if __name__ == "__main__":
+    main()

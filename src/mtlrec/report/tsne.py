@@ -1,0 +1,84 @@
+"""t-SNE of task-sharing vs task-specific representations (the paper's Fig. 6).
+
+As the official analysis script (design/mptrec-spec.md section 7): the first `n_rows` training rows,
+the shared expert's output h_share and each task's specific expert output h_spec_k (before the task
+embedding), embedded together by sklearn's TSNE with a fixed random_state. For PLE the shared and
+task-specific experts of the last CGC level play these roles. Reads checkpoints, never trains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from sklearn.manifold import TSNE
+
+from mtlrec.config import resolve_model
+from mtlrec.data.batches import load_splits
+from mtlrec.errors import MtlrecError
+from mtlrec.models import build_model
+from mtlrec.models.layers import FeatureSpec, MultiTaskModel
+from mtlrec.models.ple import PLE
+from mtlrec.report.figures import display, save_png
+from mtlrec.report.tables import run_dir
+
+
+@torch.no_grad()
+def representations(model: MultiTaskModel, dense: torch.Tensor, sparse: torch.Tensor,
+                    tasks: list[str]) -> dict[str, np.ndarray]:
+    """name -> [N, d] array: 'shared' and 'specific <task>' for each task."""
+    model.eval()
+    if hasattr(model, "representations"):
+        rep = model.representations(dense, sparse)
+        out = {"shared": rep["h_share"]}
+        out.update({f"specific {t}": rep["h_spec"][:, k] for k, t in enumerate(tasks)})
+    elif isinstance(model, PLE):
+        captured: dict[str, torch.Tensor] = {}
+        last = model.levels[-1]
+        hooks = [last.shared[0].register_forward_hook(
+            lambda _m, _i, o: captured.__setitem__("shared", o))]
+        for k, task in enumerate(tasks):
+            hooks.append(last.specific[k][0].register_forward_hook(
+                lambda _m, _i, o, name=f"specific {task}": captured.__setitem__(name, o)))
+        model(dense, sparse)
+        for hook in hooks:
+            hook.remove()
+        out = captured
+    else:
+        raise MtlrecError(f"t-SNE: no shared/specific representations for {type(model).__name__}")
+    return {name: value.cpu().numpy() for name, value in out.items()}
+
+
+def make_tsne(params: dict[str, Any], data_dir: Path, runs_root: Path, figures: Path) -> None:
+    cfg = params["report"]["tsne"]
+    seed = params["train"]["seeds"][0]
+    tasks = params["train"]["tasks"]
+    splits = load_splits(data_dir, tasks, seed, params["train"]["val_fraction"])
+    n = min(cfg["n_rows"], len(splits.train))
+    train = splits.train.take(slice(0, n))
+    features = FeatureSpec.from_schema(splits.schema)
+    fig, axes = plt.subplots(1, len(cfg["models"]), figsize=(5 * len(cfg["models"]), 4.6))
+    for ax, run_name in zip(np.atleast_1d(axes), cfg["models"], strict=True):
+        base, hparams = resolve_model(params, run_name)
+        model = build_model(base, features, len(tasks), hparams)
+        checkpoint = run_dir(runs_root, cfg["dataset"], run_name, seed) / "model.pt"
+        if not checkpoint.is_file():
+            raise MtlrecError(f"t-SNE: missing checkpoint {checkpoint}; train it first")
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
+        reps = representations(model, train.dense, train.sparse, tasks)
+        points = np.concatenate(list(reps.values()))
+        perplexity = min(cfg["perplexity"], (len(points) - 1) / 3)
+        embedded = TSNE(n_components=2, perplexity=perplexity, init="pca",
+                        random_state=cfg["random_state"]).fit_transform(points)
+        for i, name in enumerate(reps):
+            part = embedded[i * n:(i + 1) * n]
+            ax.scatter(part[:, 0], part[:, 1], s=1.5, alpha=0.5, label=name)
+        ax.set_title(f"{display(run_name)} (seed {seed}, {n} training rows)")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(markerscale=6, fontsize=8)
+    fig.suptitle("t-SNE of task-sharing vs task-specific representations")
+    save_png(fig, figures / f"tsne_{cfg['dataset']}.png")
