@@ -17,10 +17,10 @@ design/mptrec-spec.md sections 1-2, 4 and 8.
 
 Pseudo task labels (one per training row, carried by row id so training may shuffle) start
 uniform at random and are re-assigned every `cluster_interval` epochs by the official E-step: each
-row goes to the task whose own label the model currently predicts best (argmin of per-task BCE); the number of
-clusters equals the number of tasks (spec section 8 #19). `e_step: invpref` offers InvPref's rule
-instead (Wang et al. KDD 2022): plug each cluster's embedding into the fused prediction, take the
-summed loss, break ties with a tiny seeded noise.
+row goes to the task whose own label the model currently predicts best (argmin of per-task BCE);
+the number of clusters equals the number of tasks (spec section 8 #19). `e_step: invpref`
+offers InvPref's rule instead (Wang et al. KDD 2022): plug each cluster's embedding into the fused
+prediction, take the summed loss, break ties with a tiny seeded noise.
 
 Deviations and options (see docs/deviations.md):
 - `alpha_schedule: dann` (default) is DANN's schedule over all training steps; `official` mirrors
