@@ -50,3 +50,56 @@ def test_table_refuses_missing_runs(tmp_path, base_params):
     _write_runs(tmp_path / "runs", ["single_task"], [1], base=0.9)
     with pytest.raises(MtlrecError, match="missing run"):
         make_table2(base_params, tmp_path / "runs", tmp_path / "tables")
+
+
+def _runs_with(values_by_model):
+    return {
+        model: [{"model": model, "seed": s, "tasks": ["income"], "test_auc": {"income": v}}
+                for s, v in enumerate(values)]
+        for model, values in values_by_model.items()
+    }
+
+
+def test_significance_marks_a_consistent_win_only():
+    from mtlrec.report.tables import paired_significance, summarise
+
+    consistent = summarise(_runs_with({
+        "single_task": [0.90, 0.91, 0.92, 0.93, 0.94],
+        "mptrec": [0.905, 0.9151, 0.9249, 0.9352, 0.9448],
+    }), "single_task")
+    paired_significance(consistent, "mptrec", 0.05)
+    cell = consistent[1]["tasks"]["income"]
+    assert cell["significant"] and cell["p_value"] < 1e-4 and cell["versus"] == "single_task"
+
+    noisy = summarise(_runs_with({
+        "single_task": [0.90, 0.91, 0.92, 0.93, 0.94],
+        "mptrec": [0.93, 0.89, 0.94, 0.91, 0.95],
+    }), "single_task")
+    paired_significance(noisy, "mptrec", 0.05)
+    assert not noisy[1]["tasks"]["income"]["significant"]
+
+
+def test_ablation_and_em_reports_from_metrics(tmp_path, base_params):
+    from mtlrec.report.figures import make_ablation, make_em_report
+
+    params = copy.deepcopy(base_params)
+    params["train"]["seeds"] = [1, 2]
+    models = params["report"]["ablation"]["models"]
+    _write_runs(tmp_path / "runs", models, [1, 2], base=0.9)
+    for path in (tmp_path / "runs" / "census" / "mptrec").glob("seed=*/metrics.json"):
+        metrics = json.loads(path.read_text())
+        metrics["curves"] = [
+            {"epoch": 1, "em_round": 0, "em_sizes": [6, 4]},
+            {"epoch": 2, "em_round": 1, "em_sizes": [7, 3], "em_changed": 0.25},
+        ]
+        path.write_text(json.dumps(metrics))
+    make_ablation(params, tmp_path / "runs", tmp_path / "t", tmp_path / "f")
+    make_em_report(params, tmp_path / "runs", tmp_path / "t", tmp_path / "f")
+    ablation = (tmp_path / "t" / "ablation_census.md").read_text()
+    assert "| Share |" in ablation and "| -GAN |" in ablation
+    assert "| 1 | 2 | 1 | [7, 3] | 0.2500 | 0.7500 |" in (tmp_path / "t" / "em_history_census.md"
+                                                         ).read_text()
+    first = (tmp_path / "f" / "ablation_census.png").read_bytes()
+    assert first.startswith(b"\x89PNG")
+    make_ablation(params, tmp_path / "runs", tmp_path / "t", tmp_path / "f")
+    assert (tmp_path / "f" / "ablation_census.png").read_bytes() == first  # deterministic bytes

@@ -56,6 +56,9 @@ def git_commit() -> str:
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for package in TRACKED_PACKAGES:
+        if package == "torch":  # the build tag (+cpu, +cu130) matters for reproducibility
+            found["torch"] = torch.__version__
+            continue
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
