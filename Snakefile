@@ -14,6 +14,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -22,3 +23,4 @@ rule all:
         rules.ablation.output,
         rules.em_report.output,
         rules.tsne.output,
+        rules.report.output,

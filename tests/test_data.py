@@ -113,3 +113,22 @@ def test_batch_indices_cover_every_row_once():
     assert [(s.start, s.stop) for s in ordered] == [(0, 4), (4, 8), (8, 10)]
     shuffled = torch.cat(list(batch_indices(10, 4, True, torch.Generator().manual_seed(0))))
     assert sorted(shuffled.tolist()) == list(range(10)) and shuffled.tolist() != list(range(10))
+
+
+def test_download_by_url_is_verified_and_a_bad_download_is_removed(tmp_path, raw_census,
+                                                                    monkeypatch):
+    from mtlrec.data import sources
+
+    monkeypatch.setattr(sources, "BUNDLED", tmp_path / "nothing-bundled")
+    monkeypatch.delenv(sources.MIRROR_ENV, raising=False)
+    good = [sources.RawFile(r.name, (raw_census / r.name).as_uri(), r.sha256_decompressed, "")
+            for r in SOURCES["census"]["files"]]
+    monkeypatch.setitem(sources.SOURCES, "census", {"bundled_dir": "x", "files": good})
+    placed = fetch("census", tmp_path / "ok")
+    assert all(p.is_file() for p in placed)
+
+    bad = [sources.RawFile(good[0].name, good[1].url, good[0].sha256_decompressed, "")]
+    monkeypatch.setitem(sources.SOURCES, "census", {"bundled_dir": "x", "files": bad})
+    with pytest.raises(MtlrecError, match="checksum mismatch"):
+        fetch("census", tmp_path / "bad")
+    assert not (tmp_path / "bad" / good[0].name).exists()  # nothing half-right is left behind

@@ -1,5 +1,7 @@
 # Shared helpers: validate the config once, fix the output root, and hand the merged params to the
 # package (every rule calls `mtlrec ... --params PARAMS_FILE` and reads only its section).
+import json
+
 import yaml
 
 from mtlrec.config import check_cross_references, resolve_model, validate

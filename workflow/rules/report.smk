@@ -1,0 +1,17 @@
+# The report notebook, executed with papermill: tables, validation curves, ablation, EM, t-SNE.
+rule report:
+    input:
+        rules.table2.output,
+        rules.ablation.output,
+        rules.em_report.output,
+        rules.tsne.output,
+        notebook="notebooks/report.ipynb",
+    output:
+        f"{ROOT}/results/report/report_{DATASET}.ipynb",
+    params:
+        models=json.dumps({"models": TABLE2["models"]}),
+    log:
+        f"{ROOT}/logs/report.log",
+    shell:
+        "papermill {input.notebook} {output} -k python3 -p root {ROOT} -p dataset {DATASET}"
+        " -y '{params.models}' > {log} 2>&1"
