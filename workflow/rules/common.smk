@@ -14,7 +14,8 @@ except MtlrecError as exc:
     raise WorkflowError(str(exc)) from None
 
 ROOT = config["paths"]["root"].rstrip("/")
-PARAMS_FILE = f"{ROOT}/.mtlrec/params.resolved.yaml"
+OUT = "" if ROOT == "." else f"{ROOT}/"  # prefix of every output path ('' for the repo root)
+PARAMS_FILE = f"{OUT}.mtlrec/params.resolved.yaml"
 REPORT = config["report"]
 TABLE2 = REPORT["table2"]
 DATASET = TABLE2["dataset"]
@@ -24,14 +25,14 @@ SEEDS = config["train"]["seeds"]
 def run_files(dataset, run_names, seeds, name):
     """The `name` file (metrics.json, model.pt) of every (run, seed) pair."""
     return expand(
-        f"{ROOT}/runs/{dataset}/{{run}}/seed={{seed}}/{name}", run=run_names, seed=seeds
+        f"{OUT}runs/{dataset}/{{run}}/seed={{seed}}/{name}", run=run_names, seed=seeds
     )
 
 
 def write_resolved_params(path, params):
     """Write the merged config (params.yaml + profile overlays + --config) if it changed."""
     text = yaml.safe_dump(params, sort_keys=True)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     if not os.path.exists(path) or open(path).read() != text:
         tmp = f"{path}.tmp"
         with open(tmp, "w") as handle:

@@ -1,13 +1,13 @@
 # Raw files, verified by sha256 (bundled copy, local mirror, or the original URL).
 rule fetch_census:
     output:
-        train=f"{ROOT}/data/raw/census/census-income.data.gz",
-        test=f"{ROOT}/data/raw/census/census-income.test.gz",
+        train=f"{OUT}data/raw/census/census-income.data.gz",
+        test=f"{OUT}data/raw/census/census-income.test.gz",
     params:
         section=config["data"]["census"]["mirror"],
-        out=f"{ROOT}/data/raw/census",
+        out=f"{OUT}data/raw/census",
     log:
-        f"{ROOT}/logs/fetch_census.log",
+        f"{OUT}logs/fetch_census.log",
     shell:
         "mtlrec fetch census --params {PARAMS_FILE} --out {params.out} > {log} 2>&1"
 
@@ -18,15 +18,15 @@ rule encode_census:
         train=rules.fetch_census.output.train,
         test=rules.fetch_census.output.test,
     output:
-        train=f"{ROOT}/data/encoded/census/train.parquet",
-        test=f"{ROOT}/data/encoded/census/test.parquet",
-        schema=f"{ROOT}/data/encoded/census/schema.json",
+        train=f"{OUT}data/encoded/census/train.parquet",
+        test=f"{OUT}data/encoded/census/test.parquet",
+        schema=f"{OUT}data/encoded/census/schema.json",
     params:
         section=config["data"]["census"],
-        raw=f"{ROOT}/data/raw/census",
-        out=f"{ROOT}/data/encoded/census",
+        raw=f"{OUT}data/raw/census",
+        out=f"{OUT}data/encoded/census",
     log:
-        f"{ROOT}/logs/encode_census.log",
+        f"{OUT}logs/encode_census.log",
     shell:
         "mtlrec encode census --params {PARAMS_FILE} --raw {params.raw} --out {params.out}"
         " > {log} 2>&1"

@@ -7,11 +7,11 @@ rule report:
         rules.tsne.output,
         notebook="notebooks/report.ipynb",
     output:
-        f"{ROOT}/results/report/report_{DATASET}.ipynb",
+        f"{OUT}results/report/report_{DATASET}.ipynb",
     params:
         models=json.dumps({"models": TABLE2["models"]}),
     log:
-        f"{ROOT}/logs/report.log",
+        f"{OUT}logs/report.log",
     shell:
         "papermill {input.notebook} {output} -k python3 -p root {ROOT} -p dataset {DATASET}"
         " -y '{params.models}' > {log} 2>&1"

@@ -2,25 +2,25 @@
 # (+ timing.json). A variant (params `variants`) is a registered model with some keys replaced.
 rule train:
     input:
-        train=f"{ROOT}/data/encoded/{{dataset}}/train.parquet",
-        test=f"{ROOT}/data/encoded/{{dataset}}/test.parquet",
-        schema=f"{ROOT}/data/encoded/{{dataset}}/schema.json",
+        train=f"{OUT}data/encoded/{{dataset}}/train.parquet",
+        test=f"{OUT}data/encoded/{{dataset}}/test.parquet",
+        schema=f"{OUT}data/encoded/{{dataset}}/schema.json",
     output:
-        model=f"{ROOT}/runs/{{dataset}}/{{model}}/seed={{seed}}/model.pt",
-        metrics=f"{ROOT}/runs/{{dataset}}/{{model}}/seed={{seed}}/metrics.json",
+        model=f"{OUT}runs/{{dataset}}/{{model}}/seed={{seed}}/model.pt",
+        metrics=f"{OUT}runs/{{dataset}}/{{model}}/seed={{seed}}/metrics.json",
     params:
         model_section=lambda w: resolve_model(config, w.model),
         train_section=config["train"],
         runtime_section=config["runtime"],
-        data=f"{ROOT}/data/encoded/{{dataset}}",
-        out=f"{ROOT}/runs/{{dataset}}/{{model}}/seed={{seed}}",
+        data=f"{OUT}data/encoded/{{dataset}}",
+        out=f"{OUT}runs/{{dataset}}/{{model}}/seed={{seed}}",
     wildcard_constraints:
         seed=r"\d+",
     threads: config["runtime"]["num_threads"]
     resources:
         mem_mb=4000,
     log:
-        f"{ROOT}/logs/train/{{dataset}}/{{model}}/seed={{seed}}.log",
+        f"{OUT}logs/train/{{dataset}}/{{model}}/seed={{seed}}.log",
     shell:
         "mtlrec train --params {PARAMS_FILE} --model {wildcards.model} --seed {wildcards.seed}"
         " --data {params.data} --out {params.out} > {log} 2>&1"
