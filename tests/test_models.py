@@ -16,6 +16,7 @@ HPARAMS = {
     "mmoe": {"num_experts": 3, "expert_hidden": [16, 8]},
     "ple": {"num_levels": 2, "num_shared_experts": 1, "num_specific_experts": 1,
             "expert_hidden": [16], "gate_bias": False},
+    "stem": {"expert_hidden": [16, 8]},
     "mptrec": {"expert_hidden": [16, 8], "gan_lambda": 0.1, "variant": "full",
                "stage1_loss": "paper", "alpha_schedule": "dann", "cluster_interval": 2,
                "e_step": "official"},
@@ -109,3 +110,16 @@ def test_census_dims_match_the_spec(base_params):
     assert model.embedding.output_dim == 127
     expert = model.experts[0]
     assert [layer.out_features for layer in expert if hasattr(layer, "out_features")] == [256, 128]
+
+
+def test_stem_task_loss_reaches_only_its_own_and_the_shared_embeddings():
+    """All-forward gating with stop-gradient: task 0's loss trains emb_0 and emb_shared, and
+    reads task 1's expert output without training it."""
+    model = make("stem")
+    dense, sparse, _ = batch()
+    model(dense, sparse)[:, 0].sum().backward()
+    assert model.shared_embedding.table.weight.grad.abs().sum() > 0
+    assert model.task_embeddings[0].table.weight.grad.abs().sum() > 0
+    assert model.specific_experts[0][0].weight.grad.abs().sum() > 0
+    for p in [*model.task_embeddings[1].parameters(), *model.specific_experts[1].parameters()]:
+        assert p.grad is None or p.grad.abs().sum() == 0

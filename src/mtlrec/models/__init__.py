@@ -15,6 +15,7 @@ from mtlrec.models.mptrec import MPTRec
 from mtlrec.models.ple import PLE
 from mtlrec.models.shared_bottom import SharedBottom
 from mtlrec.models.single_task import SingleTask
+from mtlrec.models.stem import STEM
 
 MODELS: dict[str, type[MultiTaskModel]] = {
     "single_task": SingleTask,
@@ -22,6 +23,7 @@ MODELS: dict[str, type[MultiTaskModel]] = {
     "mmoe": MMOE,
     "ple": PLE,
     "mptrec": MPTRec,
+    "stem": STEM,
 }
 
 
