@@ -19,7 +19,7 @@ HPARAMS = {
     "stem": {"expert_hidden": [16, 8]},
     "mptrec": {"expert_hidden": [16, 8], "gan_lambda": 0.1, "variant": "full",
                "stage1_loss": "paper", "alpha_schedule": "dann", "cluster_interval": 2,
-               "e_step": "official"},
+               "e_step": "official", "cluster_init": "random"},
 }
 
 

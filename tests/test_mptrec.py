@@ -14,7 +14,8 @@ from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
 FEATURES = FeatureSpec(dense=("a", "b"), sparse=(("x", 5), ("y", 7)))
 HPARAMS = {"embed_dim": 4, "expert_hidden": [16, 8], "tower_hidden": [8], "reg_emb": 0.0,
            "reg_dnn": 0.0, "gan_lambda": 0.1, "variant": "full", "stage1_loss": "paper",
-           "alpha_schedule": "dann", "cluster_interval": 2, "e_step": "official"}
+           "alpha_schedule": "dann", "cluster_interval": 2, "e_step": "official",
+           "cluster_init": "random"}
 INFO = StepInfo(epoch=3, step=5, steps_per_epoch=10, epochs=5, batch_size=64)
 
 
@@ -149,3 +150,16 @@ def test_checkpoint_carries_the_em_labels():
     clone = make()
     clone.load_state_dict(model.state_dict())
     assert torch.equal(clone.env_ids, model.env_ids) and clone.em_round == 1
+
+
+def test_cluster_initialisations():
+    torch.manual_seed(3)
+    expected = torch.randint(0, 2, (64,))  # the official draw: same RNG call, same labels
+    torch.manual_seed(3)
+    model = build_model("mptrec", FEATURES, 2, HPARAMS)
+    torch.manual_seed(3)
+    model.prepare(64)
+    assert torch.equal(model.env_ids.cpu(), expected)
+    balanced = build_model("mptrec", FEATURES, 2, {**HPARAMS, "cluster_init": "balanced"})
+    balanced.prepare(65)
+    assert torch.bincount(balanced.env_ids).tolist() == [33, 32]

@@ -58,7 +58,8 @@ VARIANTS = ("full", "share", "specific", "no_gan")
 
 class MPTRec(MultiTaskModel):
     """Args: features, num_tasks, embed_dim, expert_hidden, tower_hidden, reg_emb, reg_dnn,
-    gan_lambda (lam of eq. 5), variant, stage1_loss, alpha_schedule, cluster_interval, e_step."""
+    gan_lambda (lam of eq. 5), variant, stage1_loss, alpha_schedule, cluster_interval, e_step,
+    cluster_init."""
 
     min_tasks = 2  # the task classifier needs two pseudo task labels to tell apart
 
@@ -66,13 +67,15 @@ class MPTRec(MultiTaskModel):
                  expert_hidden: Sequence[int], tower_hidden: Sequence[int], reg_emb: float,
                  reg_dnn: float, gan_lambda: float = 0.1, variant: str = "full",
                  stage1_loss: str = "paper", alpha_schedule: str = "dann",
-                 cluster_interval: int = 2, e_step: str = "official") -> None:
+                 cluster_interval: int = 2, e_step: str = "official",
+                 cluster_init: str = "random") -> None:
         super().__init__(num_tasks, reg_emb, reg_dnn)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}")
         self.gan_lambda, self.variant, self.stage1_loss = gan_lambda, variant, stage1_loss
         self.alpha_schedule, self.cluster_interval, self.e_step = (alpha_schedule,
                                                                    cluster_interval, e_step)
+        self.cluster_init = cluster_init
         self.embedding = FeatureEmbedding(features, embed_dim)
         in_dim = self.embedding.output_dim
         self.shared_expert = MLP(in_dim, expert_hidden)
@@ -127,10 +130,16 @@ class MPTRec(MultiTaskModel):
         return [self.shared_expert, self.specific_experts, self.towers]
 
     def prepare(self, num_train_rows: int) -> None:
-        """Initial pseudo task labels: uniform at random (torch's seeded RNG, as the official
-        code)."""
+        """Initial pseudo task labels from torch's seeded RNG: `random` draws each row's label
+        uniformly (the official code); `balanced` deals a random permutation into equal clusters."""
         device = self.task_embedding.weight.device
-        self.env_ids = torch.randint(0, self.num_tasks, (num_train_rows,)).to(device)
+        if self.cluster_init == "random":
+            labels = torch.randint(0, self.num_tasks, (num_train_rows,))
+        elif self.cluster_init == "balanced":
+            labels = torch.randperm(num_train_rows) % self.num_tasks
+        else:
+            raise ValueError(f"unknown cluster_init '{self.cluster_init}'")
+        self.env_ids = labels.to(device)
         self.em_round = 0
 
     def training_loss(self, batch: Batch, info: StepInfo) -> torch.Tensor:
