@@ -4,7 +4,7 @@ rule fetch_census:
         train=f"{OUT}data/raw/census/census-income.data.gz",
         test=f"{OUT}data/raw/census/census-income.test.gz",
     params:
-        section=config["data"]["census"]["mirror"],
+        mirror=config["data"]["census"]["mirror"],  # a rerun trigger when the source changes
         out=f"{OUT}data/raw/census",
     log:
         f"{OUT}logs/fetch_census.log",
