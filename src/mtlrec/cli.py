@@ -78,10 +78,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(f"encoded {schema['rows']} rows, {len(schema['sparse'])} sparse + "
               f"{len(schema['dense'])} dense fields -> {args.out}")
     elif args.command == "train":
-        from mtlrec.config import resolve_model
         from mtlrec.train.run import run_training
 
-        resolve_model(params, args.model)  # a clear error for an unknown name, before any work
         metrics = run_training(params, args.model, args.seed, args.data, args.out)
         aucs = ", ".join(f"{t} {v:.4f}" for t, v in metrics["test_auc"].items())
         best = metrics["best_epoch"]

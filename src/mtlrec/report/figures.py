@@ -30,8 +30,7 @@ def save_png(fig: plt.Figure, path: Path) -> None:
 
 
 def display(name: str) -> str:
-    labels = {"mptrec_share": "Share", "mptrec_specific": "Specific", "mptrec_no_gan": "-GAN"}
-    return labels.get(name, DISPLAY_NAMES.get(name, name))
+    return DISPLAY_NAMES.get(name, name)
 
 
 # ------------------------------------------------------------------------------------- ablation
@@ -41,23 +40,19 @@ def make_ablation(params: dict[str, Any], runs_root: Path, tables: Path, figures
     dataset, seeds = cfg["dataset"], params["train"]["seeds"]
     runs = collect(runs_root, dataset, cfg["models"], seeds)
     rows = summarise(runs, cfg["models"][0])
-    for row in rows:
-        row["label"] = display(row["model"])
     title = (f"MPT-Rec ablation ({dataset}): test AUC, mean ± std over {len(seeds)} seed(s); "
              f"Gain = variant minus full MPT-Rec")
     notes = ["Share/Specific: trained with the full loss, predicting with Tower(h_share) / "
              "Tower(h_spec * e_k); -GAN: no task classifier, share loss weight 1 (spec section 4)"]
-    renamed = [{**r, "model": r["label"]} for r in rows]
-    write_text_atomic(tables / f"ablation_{dataset}.tex",
-                      render_latex(renamed, {}, 4, title, notes))
+    write_text_atomic(tables / f"ablation_{dataset}.tex", render_latex(rows, {}, 4, title, notes))
     write_text_atomic(tables / f"ablation_{dataset}.md",
-                      render_markdown(renamed, {}, 4, title, notes))
+                      render_markdown(rows, {}, 4, title, notes))
     tasks = list(rows[0]["tasks"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.2))
     for ax, task in zip(np.atleast_1d(axes), tasks, strict=True):
         means = [r["tasks"][task]["mean"] for r in rows]
         stds = [r["tasks"][task]["std"] for r in rows]
-        ax.bar([r["label"] for r in rows], means, yerr=stds, capsize=4,
+        ax.bar([display(r["model"]) for r in rows], means, yerr=stds, capsize=4,
                color=["#4c72b0"] + ["#b0b0b0"] * (len(rows) - 1))
         low = min(m - s for m, s in zip(means, stds, strict=True))
         high = max(m + s for m, s in zip(means, stds, strict=True))

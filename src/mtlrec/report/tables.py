@@ -26,6 +26,9 @@ DISPLAY_NAMES = {
     "sparse_sharing": "Sparse Sharing",
     "csrec": "CSRec",
     "mptrec": "MPT-Rec",
+    "mptrec_share": "Share",
+    "mptrec_specific": "Specific",
+    "mptrec_no_gan": "-GAN",
 }
 
 
@@ -62,12 +65,10 @@ def paired_significance(rows: list[dict[str, Any]], candidate: str, level: float
     from scipy.stats import ttest_rel
 
     by_model = {row["model"]: row for row in rows}
-    if candidate not in by_model:
+    others = [r for r in rows if r["model"] != candidate]
+    if candidate not in by_model or not others:
         return
     for task, cell in by_model[candidate]["tasks"].items():
-        others = [r for r in rows if r["model"] != candidate]
-        if not others:
-            return
         best = max(others, key=lambda r: r["tasks"][task]["mean"])
         theirs = best["tasks"][task]["values"]
         p_value = float("nan")
