@@ -17,6 +17,8 @@ HPARAMS = {
     "ple": {"num_levels": 2, "num_shared_experts": 1, "num_specific_experts": 1,
             "expert_hidden": [16], "gate_bias": False},
     "stem": {"expert_hidden": [16, 8]},
+    "sparse_sharing": {"expert_hidden": [16, 8], "masked_update": "exact"},
+    "csrec": {"expert_hidden": [16, 8], "masked_update": "exact"},
     "mptrec": {"expert_hidden": [16, 8], "gan_lambda": 0.1, "variant": "full",
                "stage1_loss": "paper", "alpha_schedule": "dann", "cluster_interval": 2,
                "e_step": "official", "cluster_init": "random"},

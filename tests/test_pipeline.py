@@ -19,6 +19,8 @@ TINY = {
     "paths": {"root": "."},
     "data": {"census": {"max_train_rows": 2000, "max_test_rows": 1000}},
     "train": {"seeds": [11], "epochs": 1, "patience": 1, "progress": False},
+    "pruning": {"warmup_epochs": 1, "iterations": 3, "epochs_per_iteration": 1,
+                "min_prune_rate": 0.1},
     "report": {"tsne": {"n_rows": 100}},
 }
 
@@ -62,11 +64,12 @@ def _stages_run(output: str) -> set[str]:
 @pytest.mark.slow
 def test_dvc_repro_reruns_only_the_edited_model(project_copy: Path):
     first = _stages_run(_run(["dvc", "repro"], project_copy))
-    models = ["single_task", "shared_bottom", "mmoe", "ple", "mptrec"]
+    models = ["single_task", "shared_bottom", "mmoe", "ple", "stem", "mptrec"]
     variants = ["mptrec_share", "mptrec_specific", "mptrec_no_gan"]
+    masked = {"train_masked@sparse_sharing-11", "train_masked@csrec-11"}
     expected = {f"train@{m}-11" for m in models} | {f"train_variant@{v}-11" for v in variants}
-    expected |= {"fetch_census", "encode_census", "table2_census", "ablation_census",
-                 "em_report_census", "tsne_census", "report_census"}
+    expected |= masked | {"fetch_census", "encode_census", "masks_census@11", "table2_census",
+                          "ablation_census", "em_report_census", "tsne_census", "report_census"}
     assert first == expected
     assert (project_copy / "results/tables/table2_census.tex").is_file()
     assert _stages_run(_run(["dvc", "repro"], project_copy)) == set()  # nothing changed
@@ -77,6 +80,11 @@ def test_dvc_repro_reruns_only_the_edited_model(project_copy: Path):
     # MMOE is in Table 2 only: its run, Table 2 and the report notebook rerun, nothing else
     reran = _stages_run(_run(["dvc", "repro"], project_copy))
     assert reran == {"train@mmoe-11", "table2_census", "report_census"}
+
+    params["pruning"]["rate"] = 0.2  # new masks: the masked models retrain, no other model
+    (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    reran = _stages_run(_run(["dvc", "repro"], project_copy))
+    assert reran == {"masks_census@11", *masked, "table2_census", "report_census"}
 
 
 @pytest.mark.slow

@@ -2,7 +2,9 @@
 
     mtlrec fetch  census --params params.yaml --out data/raw/census
     mtlrec encode census --params params.yaml --raw data/raw/census --out data/encoded/census
+    mtlrec masks  --params params.yaml --seed 1 --data data/encoded/census --out DIR
     mtlrec train  --params params.yaml --model mmoe --seed 1 --data data/encoded/census --out DIR
+                  [--masks DIR/masks.pt]   (Sparse Sharing, CSRec)
     mtlrec table  table2 --params params.yaml --runs runs --out results/tables
     mtlrec check  --params params.yaml [--params overlay.yaml]
 
@@ -36,11 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--raw", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p = add("masks", "per-task subnetwork masks by iterative magnitude pruning")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
     p = add("train", "train one model with one seed")
     p.add_argument("--model", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--masks", type=Path, help="masks.pt of `mtlrec masks` (masked models)")
     p = add("table", "render a results table from metrics.json files")
     p.add_argument("table", choices=["table2"])
     p.add_argument("--runs", type=Path, required=True)
@@ -80,10 +87,17 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "train":
         from mtlrec.train.run import run_training
 
-        metrics = run_training(params, args.model, args.seed, args.data, args.out)
+        metrics = run_training(params, args.model, args.seed, args.data, args.out, args.masks)
         aucs = ", ".join(f"{t} {v:.4f}" for t, v in metrics["test_auc"].items())
         best = metrics["best_epoch"]
         print(f"{args.model} seed={args.seed}: test AUC {aucs} (best epoch {best})")
+    elif args.command == "masks":
+        from mtlrec.train.pruning import find_masks
+
+        result = find_masks(params, args.seed, args.data, args.out)
+        rates = ", ".join(f"{t} {r:.0%}" for t, r in result["kept_prune_rate"].items())
+        print(f"masks seed={args.seed}: pruned {rates}; shared by all tasks "
+              f"{result['overlap_share']:.0%} -> {args.out}")
     elif args.command == "table":
         from mtlrec.report.tables import make_table2
 

@@ -112,12 +112,37 @@ def check_cross_references(params: Mapping[str, Any]) -> None:
             resolve_model(params, name)  # raises for an unknown name
             if where == "report.ablation.variants" and name not in params["variants"]:
                 raise MtlrecError(f"params: {where}: '{name}' is not a variants entry")
+    _check_run_lists(params, MODELS)
     table = report["table2"]
     if table["baseline"] not in table["models"]:
         raise MtlrecError("params: report.table2.baseline must be one of report.table2.models")
     significance = table.get("significance")
     if significance and significance["candidate"] not in table["models"]:
         raise MtlrecError("params: report.table2.significance.candidate must be in its models")
+
+
+def _check_run_lists(params: Mapping[str, Any], models: Mapping[str, Any]) -> None:
+    """train.models: models trained without masks; pruning.models: models trained on the masks,
+    whose bottom must be the pruned network. Every Table 2 model is in one of the two."""
+    plain, masked = params["train"]["models"], params["pruning"]["models"]
+    for where, names, wants_masks in (("train.models", plain, False),
+                                      ("pruning.models", masked, True)):
+        for name in names:
+            if name not in params["models"]:
+                raise MtlrecError(f"params: {where}: '{name}' has no models.{name} section")
+            if models[name].needs_masks != wants_masks:
+                other = "pruning.models" if wants_masks is False else "train.models"
+                raise MtlrecError(f"params: {where}: '{name}' belongs in {other}")
+    network = params["pruning"]["network"]
+    for name in masked:
+        for key in ("embed_dim", "expert_hidden", "tower_hidden"):
+            if params["models"][name][key] != network[key]:
+                raise MtlrecError(f"params: models.{name}.{key} must equal pruning.network.{key}"
+                                  " (the masks are made for that network)")
+    for name in params["report"]["table2"]["models"]:
+        if name in params["models"] and name not in (*plain, *masked):
+            raise MtlrecError(f"params: report.table2.models: '{name}' is in neither "
+                              "train.models nor pruning.models")
 
 
 def section(params: Mapping[str, Any], dotted: str) -> Any:

@@ -6,6 +6,7 @@ import yaml
 
 from mtlrec.config import check_cross_references, resolve_model, validate
 from mtlrec.errors import MtlrecError
+from mtlrec.models import MODELS
 
 try:
     validate(config)
@@ -27,6 +28,14 @@ def run_files(dataset, run_names, seeds, name):
     return expand(
         f"{OUT}runs/{dataset}/{{run}}/seed={{seed}}/{name}", run=run_names, seed=seeds
     )
+
+
+def mask_input(wildcards):
+    """{'masks': masks.pt of the run's seed} for a model that trains on masks, else {}."""
+    model, _ = resolve_model(config, wildcards.model)
+    if not MODELS[model].needs_masks:
+        return {}
+    return {"masks": f"{OUT}runs/{wildcards.dataset}/masks/seed={wildcards.seed}/masks.pt"}
 
 
 def write_resolved_params(path, params):

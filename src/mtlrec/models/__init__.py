@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from mtlrec.errors import MtlrecError
+from mtlrec.models.csrec import CSRec
 from mtlrec.models.layers import FeatureSpec, MultiTaskModel
 from mtlrec.models.mmoe import MMOE
 from mtlrec.models.mptrec import MPTRec
 from mtlrec.models.ple import PLE
 from mtlrec.models.shared_bottom import SharedBottom
 from mtlrec.models.single_task import SingleTask
+from mtlrec.models.sparse_sharing import SparseSharing
 from mtlrec.models.stem import STEM
 
 MODELS: dict[str, type[MultiTaskModel]] = {
@@ -24,6 +26,8 @@ MODELS: dict[str, type[MultiTaskModel]] = {
     "ple": PLE,
     "mptrec": MPTRec,
     "stem": STEM,
+    "sparse_sharing": SparseSharing,
+    "csrec": CSRec,
 }
 
 

@@ -140,11 +140,13 @@ class MultiTaskModel(nn.Module):
 
     Subclasses build their embeddings (any FeatureEmbedding inside the model gets reg_emb) and list
     in `regularised_modules()` the experts and towers whose Linear weights get reg_dnn. Models with
-    a training procedure of their own (extra losses, per-row state, work between epochs) override
-    the hooks `prepare`, `training_loss` and `on_epoch_end`; the training loop only calls these.
+    a training procedure of their own (extra losses, per-row state, work between epochs, steps of
+    their own) override the hooks `prepare`, `training_loss`, `train_step` and `on_epoch_end`; the
+    training loop only calls these.
     """
 
     min_tasks = 1
+    needs_masks = False  # True: trains on per-task weight masks (an artifact of `mtlrec masks`)
 
     def __init__(self, num_tasks: int, reg_emb: float, reg_dnn: float) -> None:
         super().__init__()
@@ -161,6 +163,16 @@ class MultiTaskModel(nn.Module):
     def training_loss(self, batch: Batch, info: StepInfo) -> torch.Tensor:
         """Sum of per-task BCE plus the L2 terms (the paper's loss for every baseline)."""
         return multitask_bce(self(batch.dense, batch.sparse), batch.labels) + self.l2_penalty()
+
+    def train_step(self, batch: Batch, info: StepInfo,
+                   optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """One optimisation step on `batch`; returns the detached loss. Models that step per task
+        or edit gradients before the step (Sparse Sharing, CSRec) override this."""
+        loss = self.training_loss(batch, info)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
 
     def on_epoch_end(self, epoch: int, train: Any, eval_batch_size: int) -> dict[str, Any]:
         """Called after each training epoch with the training split; returns extra curve fields."""

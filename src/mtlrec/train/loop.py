@@ -60,11 +60,7 @@ def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits:
                                     disable=not cfg.progress, leave=False, mininterval=2.0)):
         batch = Batch(train.dense[idx], train.sparse[idx], train.labels[idx], train.row_id[idx])
         info = StepInfo(epoch, step, n_batches, cfg.epochs, cfg.batch_size)
-        loss = model.training_loss(batch, info)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach()
+        total += model.train_step(batch, info, optimizer)
     return float(total) / n_batches
 
 

@@ -10,6 +10,7 @@ import torch
 
 from mtlrec.config import resolve_model, section
 from mtlrec.data.batches import load_splits
+from mtlrec.errors import MtlrecError
 from mtlrec.evaluate.metrics import predict, task_aucs
 from mtlrec.models import build_model
 from mtlrec.models.layers import FeatureSpec
@@ -21,18 +22,20 @@ from mtlrec.provenance import (
     write_json_atomic,
 )
 from mtlrec.train.loop import TrainConfig, fit
+from mtlrec.train.pruning import load_masks
 
 RESUME_FILE = "resume.pt"
 
 
 def run_training(params: dict[str, Any], run_name: str, seed: int, data_dir: Path,
-                 out_dir: Path) -> dict[str, Any]:
+                 out_dir: Path, masks: Path | None = None) -> dict[str, Any]:
     """Train the model or variant `run_name` with `seed`; write out_dir/{model.pt, metrics.json,
     timing.json}.
 
     Reads params sections `train`, `runtime` and `models.<model>` (plus `variants.<run_name>` for a
-    variant) only. Returns the metrics dict (also written to metrics.json, byte-identical for
-    identical inputs).
+    variant) only. Models that train on subnetwork masks (Sparse Sharing, CSRec) read them from
+    `masks` (masks.pt of `mtlrec masks`, made with the same seed). Returns the metrics dict (also
+    written to metrics.json, byte-identical for identical inputs).
     """
     train_params = section(params, "train")
     runtime = section(params, "runtime")
@@ -47,6 +50,10 @@ def run_training(params: dict[str, Any], run_name: str, seed: int, data_dir: Pat
         setattr(splits, name, getattr(splits, name).to(device))
     model = build_model(model_name, FeatureSpec.from_schema(splits.schema), len(splits.tasks),
                         hparams).to(device)
+    if model.needs_masks:
+        if masks is None:
+            raise MtlrecError(f"{run_name} trains on subnetwork masks: pass --masks (masks.pt)")
+        model.load_masks([m.to(device) for m in load_masks(masks, splits.tasks)])
     cfg = TrainConfig.from_params(train_params)
     state = fit(model, splits, cfg, seed, resume_path=out_dir / RESUME_FILE,
                 label=f"{run_name} seed={seed}")
@@ -71,6 +78,8 @@ def run_training(params: dict[str, Any], run_name: str, seed: int, data_dir: Pat
     }
     if run_name != model_name:
         metrics["variant_of"] = model_name
+    if model.needs_masks:
+        metrics["mask_prune_rate"] = dict(zip(splits.tasks, model.prune_rates(), strict=True))
     wall = time.perf_counter() - started
     atomic_write(out_dir / "model.pt", lambda tmp: torch.save(model.state_dict(), tmp))
     write_json_atomic(out_dir / "timing.json", {

@@ -1,0 +1,169 @@
+"""Per-task subnetwork masks by iterative magnitude pruning (IMP), for Sparse Sharing and CSRec.
+
+The procedure of the official mask scripts (design/mptrec-spec.md 5.1), Sun et al. AAAI 2020:
+
+    warm up the K-task Shared Bottom for `warmup_epochs` epochs (joint loss)
+    for each task k:
+        mask = all ones
+        for iteration i = 0 .. iterations-1:
+            if i > 0: prune `rate` of the surviving weights of every bottom matrix, smallest |w|
+                      of the weights trained in iteration i-1
+            rewind to the warm-up weights, apply the mask
+            train task k alone for `epochs_per_iteration` epochs (masked gradients); val AUC of k
+        keep the mask chosen by `selection`
+
+`selection: best_val` (default, what the method intends): the iteration with the best validation
+AUC among those that pruned more than `min_prune_rate`. `selection: last` mirrors the official
+code, whose `best_mask = cur_mask` aliases a dict that later iterations mutate, so the saved mask
+is the last one (spec section 8, #13). Output: masks.pt (one [K, out, in] 0/1 tensor per bottom
+Linear) and masks.json (per task and iteration: prune rate, val AUC; the chosen iteration).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mtlrec.config import section
+from mtlrec.data.batches import load_splits
+from mtlrec.evaluate.metrics import predict, task_aucs
+from mtlrec.models.layers import FeatureSpec
+from mtlrec.models.shared_bottom import SharedBottom
+from mtlrec.models.sparse_sharing import SparseSharing, prune_rate
+from mtlrec.provenance import (
+    atomic_write,
+    provenance,
+    resolve_device,
+    set_seed,
+    write_json_atomic,
+)
+from mtlrec.train.loop import TrainConfig, make_optimizer, train_epoch
+
+MASKS_FILE = "masks.pt"
+REPORT_FILE = "masks.json"
+
+
+def prune_smallest(weight: torch.Tensor, mask: torch.Tensor, rate: float) -> torch.Tensor:
+    """A new mask: `mask` minus round(rate * survivors) of its surviving entries with the smallest
+    |weight| (ties broken by position, so the result is deterministic)."""
+    survivors = mask.bool().flatten()
+    n_prune = round(rate * int(survivors.sum()))
+    if n_prune == 0:
+        return mask.clone()
+    magnitude = weight.detach().abs().flatten().masked_fill(~survivors, float("inf"))
+    order = torch.argsort(magnitude, stable=True)
+    pruned = mask.clone().flatten()
+    pruned[order[:n_prune]] = 0
+    return pruned.view_as(mask)
+
+
+def choose_iteration(history: list[dict[str, Any]], selection: str,
+                     min_prune_rate: float) -> int:
+    """The index of the kept iteration: `last`, or `best_val` among those pruned > min_prune_rate
+    (the most pruned one if none is)."""
+    if selection == "last":
+        return len(history) - 1
+    eligible = [i for i, h in enumerate(history) if h["prune_rate"] > min_prune_rate]
+    if not eligible:
+        return len(history) - 1
+    return max(eligible, key=lambda i: (history[i]["val_auc"], -i))
+
+
+def _task_masks(model: SparseSharing, task: int, warm_state: dict[str, torch.Tensor], splits,
+                cfg: TrainConfig, seed: int, pruning: dict[str, Any]) -> tuple[list, list]:
+    """IMP for one task; returns (the kept masks, one [out, in] per layer, the history)."""
+    masks = [torch.ones_like(layer.weight) for layer in model.masked_layers()]
+    history, kept = [], []
+    device = splits.train.labels.device
+    for iteration in tqdm(range(pruning["iterations"]), desc=f"pruning task {task}",
+                          disable=not cfg.progress):
+        if iteration > 0:
+            masks = [prune_smallest(layer.weight, mask, pruning["rate"])
+                     for layer, mask in zip(model.masked_layers(), masks, strict=True)]
+        model.load_state_dict(warm_state, strict=False)  # rewind; the masks are set below
+        for buffer, mask in zip(model.masks(), masks, strict=True):
+            buffer.fill_(1.0)
+            buffer[task] = mask
+        model.active_tasks = (task,)
+        optimizer = make_optimizer(model, cfg.lr, device)
+        generator = torch.Generator().manual_seed(seed + iteration)
+        for epoch in range(1, pruning["epochs_per_iteration"] + 1):
+            train_epoch(model, optimizer, splits, cfg, generator, epoch)
+        val_auc = task_aucs(predict(model, splits.val, cfg.eval_batch_size), splits.val.labels)
+        history.append({"iteration": iteration, "prune_rate": prune_rate(masks),
+                        "val_auc": val_auc[task]})
+        kept.append([m.clone() for m in masks])
+    chosen = choose_iteration(history, pruning["selection"], pruning["min_prune_rate"])
+    return kept[chosen], [{**h, "kept": i == chosen} for i, h in enumerate(history)]
+
+
+def find_masks(params: dict[str, Any], seed: int, data_dir: Path, out_dir: Path
+               ) -> dict[str, Any]:
+    """Run IMP for every task with `seed`; write out_dir/{masks.pt, masks.json}.
+
+    Reads params sections `pruning`, `train` (tasks, split, batch sizes, lr) and `runtime`.
+    """
+    pruning = section(params, "pruning")
+    train_params = section(params, "train")
+    runtime = section(params, "runtime")
+    torch.set_num_threads(runtime["num_threads"])
+    device = resolve_device(runtime["device"])
+    started = time.perf_counter()
+
+    set_seed(seed)
+    splits = load_splits(data_dir, train_params["tasks"], seed, train_params["val_fraction"])
+    for name in ("train", "val", "test"):
+        setattr(splits, name, getattr(splits, name).to(device))
+    features = FeatureSpec.from_schema(splits.schema)
+    num_tasks = len(splits.tasks)
+    warmup = SharedBottom(features, num_tasks, **pruning["network"]).to(device)
+    cfg = TrainConfig.from_params(train_params)
+    optimizer = make_optimizer(warmup, cfg.lr, device)
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(1, pruning["warmup_epochs"] + 1):
+        train_epoch(warmup, optimizer, splits, cfg, generator, epoch)
+    warm_state = copy.deepcopy(warmup.state_dict())
+
+    model = SparseSharing(features, num_tasks, **pruning["network"]).to(device)
+    per_task, report = [], {}
+    for task, name in enumerate(splits.tasks):
+        masks, history = _task_masks(model, task, warm_state, splits, cfg, seed, pruning)
+        per_task.append(masks)
+        report[name] = history
+    stacked = [torch.stack(layer).cpu() for layer in zip(*per_task, strict=True)]  # [K, out, in]
+
+    result = {
+        "seed": seed,
+        "tasks": splits.tasks,
+        "layers": [list(m.shape[1:]) for m in stacked],
+        "history": report,
+        "kept_prune_rate": {name: prune_rate([m[k] for m in stacked])
+                            for k, name in enumerate(splits.tasks)},
+        "overlap_share": float(sum(m.prod(0).sum() for m in stacked)
+                               / sum(m[0].numel() for m in stacked)),
+        "params": {"pruning": pruning, "train": train_params, "runtime": runtime},
+        "provenance": provenance(device, runtime["num_threads"]),
+    }
+    atomic_write(out_dir / MASKS_FILE, lambda tmp: torch.save(
+        {"tasks": splits.tasks, "masks": stacked}, tmp))
+    write_json_atomic(out_dir / REPORT_FILE, result)
+    write_json_atomic(out_dir / "timing.json",
+                      {"wall_time_s": round(time.perf_counter() - started, 3)})
+    return result
+
+
+def load_masks(path: Path, tasks: list[str]) -> list[torch.Tensor]:
+    """The masks of masks.pt, checked against the run's tasks."""
+    from mtlrec.errors import MtlrecError
+
+    if not path.is_file():
+        raise MtlrecError(f"masks: {path} not found (run `mtlrec masks` first)")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload["tasks"] != tasks:
+        raise MtlrecError(f"masks: {path} is for tasks {payload['tasks']}, the run has {tasks}")
+    return payload["masks"]
