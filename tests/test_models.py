@@ -125,3 +125,51 @@ def test_stem_task_loss_reaches_only_its_own_and_the_shared_embeddings():
     assert model.specific_experts[0][0].weight.grad.abs().sum() > 0
     for p in [*model.task_embeddings[1].parameters(), *model.specific_experts[1].parameters()]:
         assert p.grad is None or p.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5])
+def test_gate_mix_gives_the_bits_of_einsum_forward_and_backward(n):
+    """The fast gate mixture is a speed change only: same numbers as the einsum it replaces."""
+    from mtlrec.models.layers import mix
+
+    g = torch.Generator().manual_seed(n)
+    device = device_under_test()
+    weights = torch.softmax(torch.randn(300, n, generator=g), -1).to(device)
+    choices = torch.relu(torch.randn(300, n, 128, generator=g)).to(device)
+    upstream = torch.randn(300, 128, generator=g).to(device)
+    results = []
+    for fn in (lambda w, c: torch.einsum("bn,bnd->bd", w, c), mix):
+        w, c = weights.clone().requires_grad_(), choices.clone().requires_grad_()
+        out = fn(w, c)
+        out.backward(upstream)
+        results.append((out, w.grad, c.grad))
+    for ours, reference in zip(results[1], results[0], strict=True):
+        if device.type == "cpu":
+            assert torch.equal(ours, reference)
+        else:
+            assert torch.allclose(ours, reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [256, 4096])
+def test_embedding_lookup_gives_the_bits_of_nn_embedding(rows):
+    """The index_add_ backward is a speed change only (repeated codes included)."""
+    from mtlrec.models.layers import lookup
+
+    g = torch.Generator().manual_seed(rows)
+    device = device_under_test()
+    table = torch.randn(517, 4, generator=g).to(device)
+    index = torch.randint(0, 517, (rows, 29), generator=g)
+    index[:, :5] = torch.randint(0, 2, (rows, 5), generator=g)  # heavy repeats
+    index = index.to(device)
+    upstream = torch.randn(rows, 29, 4, generator=g).to(device)
+    grads = []
+    for fn in (torch.nn.functional.embedding, lambda i, t: lookup(t, i)):
+        weight = table.clone().requires_grad_()
+        out = fn(index, weight)
+        out.backward(upstream)
+        grads.append((out, weight.grad))
+    assert torch.equal(grads[0][0], grads[1][0])
+    if device.type == "cpu":
+        assert torch.equal(grads[0][1], grads[1][1])
+    else:
+        assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)

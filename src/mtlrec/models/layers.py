@@ -55,11 +55,36 @@ class FeatureEmbedding(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         # dense [B, n_dense], sparse [B, n_sparse] -> [B, n_dense + n_sparse * E]
-        embedded = self.table(sparse + self.offsets)  # [B, n_sparse, E]
+        embedded = lookup(self.table.weight, sparse + self.offsets)  # [B, n_sparse, E]
         return torch.cat([dense, embedded.flatten(1)], dim=1)
 
     def l2(self) -> torch.Tensor:
         return self.table.weight.pow(2).sum() / 2
+
+
+class _Lookup(torch.autograd.Function):
+    """Embedding lookup whose backward is one `index_add_` in row order: the same bits as
+    F.embedding's dense backward (which, past 3,000 indices, sorts and runs several times
+    slower on the CPU). tests/test_models.py checks the bits."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.num_rows = table.shape[0]
+        return F.embedding(index, table)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        dim = grad.shape[-1]
+        grad_table = grad.new_zeros(ctx.num_rows, dim)
+        grad_table.index_add_(0, index.reshape(-1), grad.reshape(-1, dim))
+        return grad_table, None
+
+
+def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table [V, E], index [...] -> [..., E]: an embedding lookup (dense gradient)."""
+    return _Lookup.apply(table, index)
 
 
 class MLP(nn.Sequential):
@@ -98,7 +123,32 @@ class Gate(nn.Module):
     def forward(self, x: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
         # x [B, in], choices [B, n, d] -> [B, d]
         weights = torch.softmax(self.linear(x), dim=-1)  # [B, n]
-        return torch.einsum("bn,bnd->bd", weights, choices)
+        return mix(weights, choices)
+
+
+class _Mix(torch.autograd.Function):
+    """sum_n weights[b, n] * choices[b, n, :], with the numbers of einsum("bn,bnd->bd") (a batched
+    [1, n] @ [n, d] matmul) at a fraction of its cost on the CPU, where that bmm of tiny matrices
+    is slow. The forward product and the gradient of `choices` have no sum of more than n terms
+    taken in a different order, so elementwise ops give the bmm's bits; the gradient of `weights`
+    (a length-d dot per entry) keeps the bmm. tests/test_models.py checks the bits."""
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weights, choices)
+        return (weights.unsqueeze(-1) * choices).sum(1)  # [B, d]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights, choices = ctx.saved_tensors
+        grad_weights = torch.bmm(grad.unsqueeze(1), choices.transpose(1, 2)).squeeze(1)  # [B, n]
+        grad_choices = weights.unsqueeze(-1) * grad.unsqueeze(1)  # [B, n, d]
+        return grad_weights, grad_choices
+
+
+def mix(weights: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
+    """weights [B, n], choices [B, n, d] -> [B, d]: the gate's weighted sum of its choices."""
+    return _Mix.apply(weights, choices)
 
 
 def linear_weights_l2(modules: Iterable[nn.Module]) -> torch.Tensor:
