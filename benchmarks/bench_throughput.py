@@ -4,8 +4,10 @@ in the same run (absolute numbers on shared machines drift; ratios do not).
 References:
 - ceiling: a plain fp32 torch matmul doing the same number of FLOPs as one training sample of the
   model (counted with torch.utils.flop_counter: forward + backward), i.e. the machine's ceiling;
-- torch-rechub 0.9.0 (optional: `make install-bench`): its MMOE/PLE with the same sizes, fed once by
-  our index batching ("model only") and once through its TorchDataset + DataLoader ("library path").
+- torch-rechub 0.9.0 (optional: `make install-bench`): its MMOE/PLE with the same sizes (its MMOE
+  for the MPT-Rec row), fed once by our index batching ("model only") and once through its
+  TorchDataset + DataLoader ("library path").
+Our side runs each model's own `train_step`, as the training loop does.
 
 Usage: python benchmarks/bench_throughput.py [--threads N] [--repeats 2] [--steps 150]
 """
@@ -30,7 +32,8 @@ from mtlrec.models import build_model
 from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ("mmoe", "ple")
+MODELS = ("mmoe", "ple", "mptrec")
+RECHUB_REFERENCE = {"mmoe": "mmoe", "ple": "ple", "mptrec": "mmoe"}  # rechub has no MPT-Rec
 BATCHES = (256, 2048)
 
 
@@ -50,6 +53,26 @@ def time_it(fn: Callable[[], int], repeats: int) -> float:
         n = fn()
         rates.append(n / (time.perf_counter() - start))
     return max(rates)
+
+
+def ours_train_fn(model, data: TensorSplit, batch: int, steps: int) -> Callable[[], int]:
+    """Our training path: the model's own `train_step` (as mtlrec.train.loop calls it)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    n = len(data)
+    model.prepare(n)
+    per_epoch = n // batch
+
+    def run() -> int:
+        model.train()
+        for step in range(steps):
+            start = (step * batch) % (n - batch)
+            idx = slice(start, start + batch)
+            piece = Batch(data.dense[idx], data.sparse[idx], data.labels[idx], data.row_id[idx])
+            model.train_step(piece, StepInfo(1 + step // per_epoch, step % per_epoch, per_epoch,
+                                             30, batch), optimizer)
+        return steps * batch
+
+    return run
 
 
 def train_fn(model, data: TensorSplit, batch: int, steps: int, loss_of) -> Callable[[], int]:
@@ -80,15 +103,12 @@ def infer_fn(forward, data: TensorSplit, batch: int) -> Callable[[], int]:
     return run
 
 
-def ours_loss(model, data: TensorSplit, idx) -> torch.Tensor:
-    batch = Batch(data.dense[idx], data.sparse[idx], data.labels[idx], data.row_id[idx])
-    return model.training_loss(batch, StepInfo(1, 0, 1, 1, data.labels.shape[0]))
-
-
 def flops_per_training_sample(model, data: TensorSplit, batch: int) -> float:
     idx = slice(0, batch)
+    model.prepare(len(data))
+    piece = Batch(data.dense[idx], data.sparse[idx], data.labels[idx], data.row_id[idx])
     with FlopCounterMode(display=False) as counter:
-        ours_loss(model, data, idx).backward()
+        model.training_loss(piece, StepInfo(1, 0, 1, 1, batch)).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / batch
 
@@ -178,7 +198,7 @@ def main() -> None:
     gflops = matmul_gflops(args.repeats)
     print(f"threads {args.threads}; fp32 matmul ceiling {gflops:.1f} GFLOP/s; "
           f"train rows {len(train)}, inference rows {len(test)}")
-    header = (f"{'model':6} {'batch':>5} {'MFLOP/sample':>12} {'train/s':>9} {'ceiling/s':>9} "
+    header = (f"{'model':7} {'batch':>5} {'MFLOP/sample':>12} {'train/s':>9} {'ceiling/s':>9} "
               f"{'ours/ceil':>9} {'infer/s':>9}")
     if have_rechub:
         header += f" {'rechub/s':>9} {'ours/rh':>7} {'rh-lib/s':>9} {'ours/rh-lib':>11}"
@@ -190,14 +210,14 @@ def main() -> None:
             model = build_model(name, features, 2, params["models"][name])
             flops = flops_per_training_sample(model, train, batch)
             ceiling = gflops * 1e9 / flops
-            ours = time_it(train_fn(model, train, batch, steps, ours_loss), args.repeats)
+            ours = time_it(ours_train_fn(model, train, batch, steps), args.repeats)
             model.eval()
             infer = time_it(infer_fn(lambda i, m=model: m(test.dense[i], test.sparse[i]), test,
                                      batch), args.repeats)
-            line = (f"{name:6} {batch:5d} {flops / 1e6:12.3f} {ours:9.0f} {ceiling:9.0f} "
+            line = (f"{name:7} {batch:5d} {flops / 1e6:12.3f} {ours:9.0f} {ceiling:9.0f} "
                     f"{ours / ceiling:9.2f} {infer:9.0f}")
             if have_rechub:
-                rh_model, as_dict = rechub(name, splits.schema, params)
+                rh_model, as_dict = rechub(RECHUB_REFERENCE[name], splits.schema, params)
 
                 def rh_loss(m, data, idx, as_dict=as_dict):
                     return F.binary_cross_entropy(m(as_dict(data, idx)), data.labels[idx])
@@ -208,7 +228,8 @@ def main() -> None:
                                  args.repeats)
                 line += f" {rh:9.0f} {ours / rh:7.2f} {rh_lib:9.0f} {ours / rh_lib:11.2f}"
             print(line, flush=True)
-    print(f"(best of {args.repeats} repeats each, after one warm-up)")
+    print(f"(best of {args.repeats} repeats each, after one warm-up; rechub columns of mptrec: "
+          "rechub's MMOE)")
 
 
 if __name__ == "__main__":

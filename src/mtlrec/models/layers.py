@@ -151,15 +151,20 @@ def mix(weights: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
     return _Mix.apply(weights, choices)
 
 
+def linear_weights(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
+    """The weights (not biases) of every Linear layer inside `modules`, in module order."""
+    return [layer.weight for module in modules for layer in module.modules()
+            if isinstance(layer, nn.Linear)]
+
+
+def squares_l2(weights: Iterable[torch.Tensor]) -> torch.Tensor:
+    """sum ||W||^2 / 2 over `weights`."""
+    return torch.stack([w.pow(2).sum() for w in weights]).sum() / 2
+
+
 def linear_weights_l2(modules: Iterable[nn.Module]) -> torch.Tensor:
     """sum ||W||^2 / 2 over the weights (not biases) of every Linear layer inside `modules`."""
-    squares = [
-        layer.weight.pow(2).sum()
-        for module in modules
-        for layer in module.modules()
-        if isinstance(layer, nn.Linear)
-    ]
-    return torch.stack(squares).sum() / 2
+    return squares_l2(linear_weights(modules))
 
 
 @dataclass
@@ -228,14 +233,22 @@ class MultiTaskModel(nn.Module):
         """Called after each training epoch with the training split; returns extra curve fields."""
         return {}
 
+    def _l2_parameters(self) -> tuple[list[FeatureEmbedding], list[nn.Parameter]]:
+        """The embeddings and Linear weights of the L2 terms, found once (not every step)."""
+        if "_l2_cache" not in self.__dict__:
+            tables = [m for m in self.modules() if isinstance(m, FeatureEmbedding)]
+            weights = linear_weights(self.regularised_modules()) if self.reg_dnn else []
+            self.__dict__["_l2_cache"] = (tables, weights)
+        return self.__dict__["_l2_cache"]
+
     def l2_penalty(self) -> torch.Tensor:
         """reg_emb * (whole embedding tables) + reg_dnn * (expert and tower Linear weights)."""
+        tables, weights = self._l2_parameters()
         terms = []
         if self.reg_emb:
-            tables = [m.l2() for m in self.modules() if isinstance(m, FeatureEmbedding)]
-            terms.append(self.reg_emb * torch.stack(tables).sum())
+            terms.append(self.reg_emb * torch.stack([m.l2() for m in tables]).sum())
         if self.reg_dnn:
-            terms.append(self.reg_dnn * linear_weights_l2(self.regularised_modules()))
+            terms.append(self.reg_dnn * squares_l2(weights))
         if not terms:
             return next(self.parameters()).new_zeros(())
         return torch.stack(terms).sum()
