@@ -53,3 +53,16 @@ def test_cli_prints_one_line_error_without_traceback(tmp_path, capsys):
     assert code == 2
     assert err.startswith("mtlrec: error: params:") and "epochz" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p["dvc"]["train_models"].remove("stem"), "neither"),
+    (lambda p: p["dvc"]["train_models"].append("csrec"), "belongs in dvc.masked_models"),
+    (lambda p: p["dvc"]["masked_models"].append("mmoe"), "belongs in dvc.train_models"),
+    (lambda p: p["models"]["csrec"].update(expert_hidden=[64]), "pruning.network.expert_hidden"),
+])
+def test_dvc_run_lists_and_mask_networks_are_checked(base_params, edit, message):
+    params = copy.deepcopy(base_params)
+    edit(params)
+    with pytest.raises(MtlrecError, match=message):
+        check_cross_references(params)

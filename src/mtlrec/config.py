@@ -122,19 +122,21 @@ def check_cross_references(params: Mapping[str, Any]) -> None:
 
 
 def _check_run_lists(params: Mapping[str, Any], models: Mapping[str, Any]) -> None:
-    """train.models: models trained without masks; pruning.models: models trained on the masks,
-    whose bottom must be the pruned network. Every Table 2 model is in one of the two."""
-    plain, masked = params["train"]["models"], params["pruning"]["models"]
-    for where, names, wants_masks in (("train.models", plain, False),
-                                      ("pruning.models", masked, True)):
+    """dvc.train_models: models trained without masks; dvc.masked_models: models trained on the
+    pruning masks, whose bottom must be the pruned network. Every Table 2 model is in one."""
+    plain, masked = params["dvc"]["train_models"], params["dvc"]["masked_models"]
+    for where, names, wants_masks in (("dvc.train_models", plain, False),
+                                      ("dvc.masked_models", masked, True)):
         for name in names:
             if name not in params["models"]:
                 raise MtlrecError(f"params: {where}: '{name}' has no models.{name} section")
             if models[name].needs_masks != wants_masks:
-                other = "pruning.models" if wants_masks is False else "train.models"
+                other = "dvc.masked_models" if not wants_masks else "dvc.train_models"
                 raise MtlrecError(f"params: {where}: '{name}' belongs in {other}")
     network = params["pruning"]["network"]
-    for name in masked:
+    for name in params["models"]:
+        if not models[name].needs_masks:
+            continue
         for key in ("embed_dim", "expert_hidden", "tower_hidden"):
             if params["models"][name][key] != network[key]:
                 raise MtlrecError(f"params: models.{name}.{key} must equal pruning.network.{key}"
@@ -142,7 +144,7 @@ def _check_run_lists(params: Mapping[str, Any], models: Mapping[str, Any]) -> No
     for name in params["report"]["table2"]["models"]:
         if name in params["models"] and name not in (*plain, *masked):
             raise MtlrecError(f"params: report.table2.models: '{name}' is in neither "
-                              "train.models nor pruning.models")
+                              "dvc.train_models nor dvc.masked_models")
 
 
 def section(params: Mapping[str, Any], dotted: str) -> Any:

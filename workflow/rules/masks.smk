@@ -1,4 +1,4 @@
-# Per-task subnetwork masks (iterative magnitude pruning) for the models in pruning.models, one
+# Per-task subnetwork masks (iterative magnitude pruning) for Sparse Sharing and CSRec, one
 # set per (dataset, seed); Sparse Sharing and CSRec runs of that seed train on them.
 rule masks:
     input:
