@@ -1,6 +1,5 @@
 # Shared helpers: validate the config once, fix the output root, and hand the merged params to the
 # package (every rule calls `mtlrec ... --params PARAMS_FILE` and reads only its section).
-import json
 
 import yaml
 

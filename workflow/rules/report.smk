@@ -8,10 +8,8 @@ rule report:
         notebook="notebooks/report.ipynb",
     output:
         f"{OUT}results/report/report_{DATASET}.ipynb",
-    params:
-        models=json.dumps({"models": TABLE2["models"]}),
     log:
         f"{OUT}logs/report.log",
     shell:
         "papermill {input.notebook} {output} -k python3 -p root {ROOT} -p dataset {DATASET}"
-        " -y '{params.models}' > {log} 2>&1"
+        " > {log} 2>&1"
