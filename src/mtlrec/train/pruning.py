@@ -30,7 +30,6 @@ import torch
 from tqdm import tqdm
 
 from mtlrec.config import section
-from mtlrec.data.batches import load_splits
 from mtlrec.evaluate.metrics import predict, task_aucs
 from mtlrec.models.layers import FeatureSpec
 from mtlrec.models.shared_bottom import SharedBottom
@@ -38,11 +37,10 @@ from mtlrec.models.sparse_sharing import SparseSharing, prune_rate
 from mtlrec.provenance import (
     atomic_write,
     provenance,
-    resolve_device,
-    set_seed,
     write_json_atomic,
 )
 from mtlrec.train.loop import TrainConfig, make_optimizer, train_epoch
+from mtlrec.train.setup import start_run
 
 MASKS_FILE = "masks.pt"
 REPORT_FILE = "masks.json"
@@ -111,14 +109,8 @@ def find_masks(params: dict[str, Any], seed: int, data_dir: Path, out_dir: Path
     pruning = section(params, "pruning")
     train_params = section(params, "train")
     runtime = section(params, "runtime")
-    torch.set_num_threads(runtime["num_threads"])
-    device = resolve_device(runtime["device"])
     started = time.perf_counter()
-
-    set_seed(seed)
-    splits = load_splits(data_dir, train_params["tasks"], seed, train_params["val_fraction"])
-    for name in ("train", "val", "test"):
-        setattr(splits, name, getattr(splits, name).to(device))
+    splits, device = start_run(train_params, runtime, seed, data_dir)
     features = FeatureSpec.from_schema(splits.schema)
     num_tasks = len(splits.tasks)
     warmup = SharedBottom(features, num_tasks, **pruning["network"]).to(device)

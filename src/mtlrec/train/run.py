@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from mtlrec.config import resolve_model, section
-from mtlrec.data.batches import load_splits
 from mtlrec.errors import MtlrecError
 from mtlrec.evaluate.metrics import predict, task_aucs
 from mtlrec.models import build_model
@@ -17,12 +16,11 @@ from mtlrec.models.layers import FeatureSpec
 from mtlrec.provenance import (
     atomic_write,
     provenance,
-    resolve_device,
-    set_seed,
     write_json_atomic,
 )
 from mtlrec.train.loop import TrainConfig, fit
 from mtlrec.train.pruning import load_masks
+from mtlrec.train.setup import start_run
 
 RESUME_FILE = "resume.pt"
 
@@ -40,14 +38,8 @@ def run_training(params: dict[str, Any], run_name: str, seed: int, data_dir: Pat
     train_params = section(params, "train")
     runtime = section(params, "runtime")
     model_name, hparams = resolve_model(params, run_name)
-    torch.set_num_threads(runtime["num_threads"])
-    device = resolve_device(runtime["device"])
     started = time.perf_counter()
-
-    set_seed(seed)
-    splits = load_splits(data_dir, train_params["tasks"], seed, train_params["val_fraction"])
-    for name in ("train", "val", "test"):
-        setattr(splits, name, getattr(splits, name).to(device))
+    splits, device = start_run(train_params, runtime, seed, data_dir)
     model = build_model(model_name, FeatureSpec.from_schema(splits.schema), len(splits.tasks),
                         hparams).to(device)
     if model.needs_masks:
