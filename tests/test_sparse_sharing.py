@@ -176,6 +176,8 @@ def test_find_masks_then_train_on_them(tmp_path, encoded_census, pruning_params)
     result = find_masks(pruning_params, 7, encoded_census, tmp_path / "masks")
     again = find_masks(pruning_params, 7, encoded_census, tmp_path / "again")
     masks = load_masks(tmp_path / "masks" / "masks.pt", ["income", "marital"])
+    assert ((tmp_path / "masks" / "masks.pt").read_bytes()
+            == (tmp_path / "again" / "masks.pt").read_bytes())
     for first, second in zip(masks, load_masks(tmp_path / "again" / "masks.pt",
                                                ["income", "marital"]), strict=True):
         assert torch.equal(first, second)

@@ -26,6 +26,7 @@ def test_same_params_and_seed_give_byte_identical_metrics(tmp_path, encoded_cens
         run_training(tiny_params, "shared_bottom", 7, encoded_census, tmp_path / run)
     first = (tmp_path / "a" / "metrics.json").read_bytes()
     assert first == (tmp_path / "b" / "metrics.json").read_bytes()
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
     metrics = json.loads(first)
     assert set(metrics["test_auc"]) == {"income", "marital"}
     assert metrics["provenance"]["versions"]["torch"] == torch.__version__

@@ -101,3 +101,14 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def save_torch_atomic(path: Path, payload: Any) -> None:
+    """torch.save `payload` to `path` atomically, byte-identical for identical tensors (saved
+    through a file handle: a path would put the random temporary name inside the archive)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+
+    atomic_write(path, write)

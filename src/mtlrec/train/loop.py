@@ -15,7 +15,7 @@ from tqdm import tqdm
 from mtlrec.data.batches import Splits, batch_indices
 from mtlrec.evaluate.metrics import predict, task_aucs
 from mtlrec.models.layers import Batch, MultiTaskModel, StepInfo
-from mtlrec.provenance import atomic_write
+from mtlrec.provenance import save_torch_atomic
 
 
 @dataclass
@@ -78,7 +78,7 @@ def _save_resume(path: Path, model, optimizer, state: TrainState, generator) -> 
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
     }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    save_torch_atomic(path, payload)
 
 
 def _load_resume(path: Path, model, optimizer, generator) -> TrainState:

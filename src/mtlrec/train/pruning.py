@@ -34,11 +34,7 @@ from mtlrec.evaluate.metrics import predict, task_aucs
 from mtlrec.models.layers import FeatureSpec
 from mtlrec.models.shared_bottom import SharedBottom
 from mtlrec.models.sparse_sharing import SparseSharing, prune_rate
-from mtlrec.provenance import (
-    atomic_write,
-    provenance,
-    write_json_atomic,
-)
+from mtlrec.provenance import provenance, save_torch_atomic, write_json_atomic
 from mtlrec.train.loop import TrainConfig, make_optimizer, train_epoch
 from mtlrec.train.setup import start_run
 
@@ -141,8 +137,7 @@ def find_masks(params: dict[str, Any], seed: int, data_dir: Path, out_dir: Path
         "params": {"pruning": pruning, "train": train_params, "runtime": runtime},
         "provenance": provenance(device, runtime["num_threads"]),
     }
-    atomic_write(out_dir / MASKS_FILE, lambda tmp: torch.save(
-        {"tasks": splits.tasks, "masks": stacked}, tmp))
+    save_torch_atomic(out_dir / MASKS_FILE, {"tasks": splits.tasks, "masks": stacked})
     write_json_atomic(out_dir / REPORT_FILE, result)
     write_json_atomic(out_dir / "timing.json",
                       {"wall_time_s": round(time.perf_counter() - started, 3)})

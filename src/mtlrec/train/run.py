@@ -6,18 +6,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mtlrec.config import resolve_model, section
 from mtlrec.errors import MtlrecError
 from mtlrec.evaluate.metrics import predict, task_aucs
 from mtlrec.models import build_model
 from mtlrec.models.layers import FeatureSpec
-from mtlrec.provenance import (
-    atomic_write,
-    provenance,
-    write_json_atomic,
-)
+from mtlrec.provenance import provenance, save_torch_atomic, write_json_atomic
 from mtlrec.train.loop import TrainConfig, fit
 from mtlrec.train.pruning import load_masks
 from mtlrec.train.setup import start_run
@@ -73,7 +67,7 @@ def run_training(params: dict[str, Any], run_name: str, seed: int, data_dir: Pat
     if model.needs_masks:
         metrics["mask_prune_rate"] = dict(zip(splits.tasks, model.prune_rates(), strict=True))
     wall = time.perf_counter() - started
-    atomic_write(out_dir / "model.pt", lambda tmp: torch.save(model.state_dict(), tmp))
+    save_torch_atomic(out_dir / "model.pt", model.state_dict())
     write_json_atomic(out_dir / "timing.json", {
         "wall_time_s": round(wall, 3),
         "train_samples_per_s": round(state.epoch * len(splits.train) / wall, 1),
