@@ -79,7 +79,9 @@ def _task_masks(model: SparseSharing, task: int, warm_state: dict[str, torch.Ten
         if iteration > 0:
             masks = [prune_smallest(layer.weight, mask, pruning["rate"])
                      for layer, mask in zip(model.masked_layers(), masks, strict=True)]
-        model.load_state_dict(warm_state, strict=False)  # rewind; the masks are set below
+        rewound = model.load_state_dict(warm_state, strict=False)  # masks are set below
+        if rewound.unexpected_keys or any(not k.startswith("mask_") for k in rewound.missing_keys):
+            raise RuntimeError(f"IMP rewind does not fit the masked model: {rewound}")
         for buffer, mask in zip(model.masks(), masks, strict=True):
             buffer.fill_(1.0)
             buffer[task] = mask
