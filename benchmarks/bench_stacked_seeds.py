@@ -21,12 +21,10 @@ import time
 from pathlib import Path
 
 import torch
+from bench_throughput import census_splits  # the same Census splits as the throughput bench
 from torch.func import functional_call, stack_module_state, vmap
 
 from mtlrec.config import load_params
-from mtlrec.data.batches import load_splits
-from mtlrec.data.encode import encode_census
-from mtlrec.data.sources import fetch
 from mtlrec.models import build_model, layers
 from mtlrec.models.layers import FeatureSpec, multitask_bce
 
@@ -55,9 +53,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     params = load_params([REPO / "params.yaml"])
     with tempfile.TemporaryDirectory() as tmp:
-        fetch("census", Path(tmp) / "raw")
-        encode_census(Path(tmp) / "raw", Path(tmp) / "enc", "train", None, None)
-        splits = load_splits(Path(tmp) / "enc", ["income", "marital"], 1, 0.5)
+        splits = census_splits(Path(tmp))
     train, spec = splits.train, FeatureSpec.from_schema(splits.schema)
     solos = []
     for seed in range(args.seeds):

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
+from bench_throughput import matmul_gflops  # the same ceiling as the throughput bench
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtlrec.config import load_params, resolve_model
@@ -28,17 +28,6 @@ from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 256
-
-
-def matmul_gflops(size: int = 1024, iters: int = 30, repeats: int = 3) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    best = 0.0
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        for _ in range(iters):
-            a @ b
-        best = max(best, iters * 2 * size**3 / (time.perf_counter() - start) / 1e9)
-    return best
 
 
 def per_sample_flops(model, data: TensorSplit) -> tuple[float, float]:
@@ -100,7 +89,7 @@ def main() -> None:
         total_flops += flops
         total_wall += wall
 
-    gflops = matmul_gflops()
+    gflops = matmul_gflops(repeats=3)
     print(f"fp32 matmul ceiling, 1 thread: {gflops:.1f} GFLOP/s; {args.jobs} jobs side by side")
     print(f"{'run':18} {'seeds':>5} {'TFLOP':>8} {'floor s':>8} {'wall s':>8} {'wall/floor':>10}")
     for name, n_seeds, flops, wall in rows:

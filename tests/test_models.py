@@ -6,7 +6,14 @@ from conftest import device_under_test
 
 from mtlrec.errors import MtlrecError
 from mtlrec.models import MODELS, build_model
-from mtlrec.models.layers import Batch, FeatureEmbedding, FeatureSpec, StepInfo, linear_weights_l2
+from mtlrec.models.layers import (
+    Batch,
+    FeatureEmbedding,
+    FeatureSpec,
+    StepInfo,
+    linear_weights,
+    squares_l2,
+)
 from mtlrec.models.single_task import SingleTask
 
 FEATURES = FeatureSpec(dense=("a", "b"), sparse=(("x", 5), ("y", 7), ("z", 3)))
@@ -71,7 +78,7 @@ def test_l2_penalty_matches_hand_computation(name):
     model = make(name, reg=0.5)
     tables = sum(m.table.weight.pow(2).sum() / 2 for m in model.modules()
                  if isinstance(m, FeatureEmbedding))
-    dnn = linear_weights_l2(model.regularised_modules())
+    dnn = squares_l2(linear_weights(model.regularised_modules()))
     assert torch.allclose(model.l2_penalty(), 0.5 * tables + 0.5 * dnn)
     zero = torch.zeros((), device=device_under_test())
     assert torch.equal(make(name, reg=0.0).l2_penalty(), zero)

@@ -162,11 +162,6 @@ def squares_l2(weights: Iterable[torch.Tensor]) -> torch.Tensor:
     return torch.stack([w.pow(2).sum() for w in weights]).sum() / 2
 
 
-def linear_weights_l2(modules: Iterable[nn.Module]) -> torch.Tensor:
-    """sum ||W||^2 / 2 over the weights (not biases) of every Linear layer inside `modules`."""
-    return squares_l2(linear_weights(modules))
-
-
 @dataclass
 class Batch:
     dense: torch.Tensor  # [B, n_dense]

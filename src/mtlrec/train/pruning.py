@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from mtlrec.config import section
+from mtlrec.errors import MtlrecError
 from mtlrec.evaluate.metrics import predict, task_aucs
 from mtlrec.models.layers import FeatureSpec
 from mtlrec.models.shared_bottom import SharedBottom
@@ -148,8 +149,6 @@ def find_masks(params: dict[str, Any], seed: int, data_dir: Path, out_dir: Path
 
 def load_masks(path: Path, tasks: list[str]) -> list[torch.Tensor]:
     """The masks of masks.pt, checked against the run's tasks."""
-    from mtlrec.errors import MtlrecError
-
     if not path.is_file():
         raise MtlrecError(f"masks: {path} not found (run `mtlrec masks` first)")
     payload = torch.load(path, map_location="cpu", weights_only=True)
