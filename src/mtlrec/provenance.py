@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtlrec.kernels import cpu_linear
+
 TRACKED_PACKAGES = ("mtlrec", "torch", "numpy", "pandas", "pyarrow", "scikit-learn")
 
 
@@ -79,6 +81,7 @@ def provenance(device: torch.device, num_threads: int) -> dict[str, Any]:
         "versions": versions(),
         "device": device_description(device),
         "num_threads": num_threads,
+        "linear_kernels": cpu_linear() if device.type == "cpu" else "torch",
     }
 
 

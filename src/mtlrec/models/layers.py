@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtlrec.kernels import linear
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -87,18 +89,37 @@ def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return _Lookup.apply(table, index)
 
 
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, initialisation and state_dict keys) whose products run through
+    `mtlrec.kernels.linear` (oneDNN on the CPU by default)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
 class MLP(nn.Sequential):
-    """Linear layers of sizes `hidden`, each followed by ReLU (and dropout when given)."""
+    """Linear layers of sizes `hidden`, each followed by ReLU (and dropout when given).
+
+    The modules are the usual [Linear, ReLU, (Dropout)] sequence; the forward runs each
+    Linear + ReLU pair as one fused `linear(..., relu=True)` (the same maths)."""
 
     def __init__(self, in_dim: int, hidden: Sequence[int], dropout: Sequence[float] = ()) -> None:
         layers: list[nn.Module] = []
         for i, width in enumerate(hidden):
-            layers += [nn.Linear(in_dim, width), nn.ReLU()]
+            layers += [Linear(in_dim, width), nn.ReLU()]
             if dropout and dropout[i] > 0:
                 layers.append(nn.Dropout(dropout[i]))
             in_dim = width
         super().__init__(*layers)
         self.output_dim = in_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self:
+            if isinstance(module, nn.Linear):  # every Linear is followed by its ReLU
+                x = linear(x, module.weight, module.bias, relu=True)
+            elif not isinstance(module, nn.ReLU):
+                x = module(x)  # dropout
+        return x
 
 
 class Tower(nn.Module):
@@ -107,7 +128,7 @@ class Tower(nn.Module):
     def __init__(self, in_dim: int, hidden: Sequence[int]) -> None:
         super().__init__()
         self.mlp = MLP(in_dim, hidden)
-        self.out = nn.Linear(self.mlp.output_dim, 1)
+        self.out = Linear(self.mlp.output_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.mlp(x)).squeeze(-1)  # [B]
@@ -118,7 +139,7 @@ class Gate(nn.Module):
 
     def __init__(self, in_dim: int, num_inputs: int, bias: bool = False) -> None:
         super().__init__()
-        self.linear = nn.Linear(in_dim, num_inputs, bias=bias)
+        self.linear = Linear(in_dim, num_inputs, bias=bias)
 
     def forward(self, x: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
         # x [B, in], choices [B, n, d] -> [B, d]

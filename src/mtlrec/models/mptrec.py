@@ -47,6 +47,7 @@ from mtlrec.models.layers import (
     Batch,
     FeatureEmbedding,
     FeatureSpec,
+    Linear,
     MultiTaskModel,
     StepInfo,
     Tower,
@@ -83,9 +84,9 @@ class MPTRec(MultiTaskModel):
                                               for _ in range(num_tasks))
         d = self.shared_expert.output_dim
         self.task_embedding = nn.Embedding(num_tasks, d)  # e_k, N(0, 1)
-        self.gates = nn.Linear(in_dim, 2 * num_tasks, bias=False)  # K gates of Linear(D_in -> 2)
+        self.gates = Linear(in_dim, 2 * num_tasks, bias=False)  # K gates of Linear(D_in -> 2)
         self.towers = nn.ModuleList(Tower(d, tower_hidden) for _ in range(num_tasks))
-        self.classifier = nn.Linear(d, num_tasks)  # the discriminator over pseudo task labels
+        self.classifier = Linear(d, num_tasks)  # the discriminator over pseudo task labels
         nn.init.xavier_uniform_(self.classifier.weight)
         self.env_ids = torch.zeros(0, dtype=torch.long)  # pseudo task label of every train row
         self.alpha = 0.0

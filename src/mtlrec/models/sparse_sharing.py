@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlrec.errors import MtlrecError
+from mtlrec.kernels import linear
 from mtlrec.models.layers import (
     MLP,
     Batch,
@@ -94,12 +95,8 @@ class SparseSharing(MultiTaskModel):
 
     def subnet_bottom(self, x: torch.Tensor, layer_masks: Sequence[torch.Tensor]) -> torch.Tensor:
         """The bottom with weight i replaced by W_i * layer_masks[i]; x [B, D_in] -> [B, d]."""
-        masks = iter(layer_masks)
-        for module in self.bottom:
-            if isinstance(module, nn.Linear):
-                x = F.linear(x, module.weight * next(masks), module.bias)
-            else:
-                x = module(x)
+        for layer, mask in zip(self.masked_layers(), layer_masks, strict=True):
+            x = linear(x, layer.weight * mask, layer.bias, relu=True)  # the bottom is an MLP
         return x
 
     def task_logit(self, x: torch.Tensor, task: int,

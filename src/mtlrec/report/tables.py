@@ -106,12 +106,15 @@ def _provenance_lines(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     prov = first["provenance"]
     commits = sorted({r["provenance"]["git_commit"] for rs in runs.values() for r in rs})
     devices = sorted({r["provenance"]["device"] for rs in runs.values() for r in rs})
+    kernels = sorted({r["provenance"].get("linear_kernels", "torch") for rs in runs.values()
+                      for r in rs})
     seeds = [r["seed"] for r in next(iter(runs.values()))]
     versions = ", ".join(f"{k} {v}" for k, v in sorted(prov["versions"].items()))
     return [
         f"seeds: {seeds}",
         f"git commits of the runs: {', '.join(commits)}",
-        f"devices: {', '.join(devices)}; threads per run: {prov['num_threads']}",
+        f"devices: {', '.join(devices)}; threads per run: {prov['num_threads']}; "
+        f"dense-layer kernels: {', '.join(kernels)}",
         f"versions: {versions}",
         f"rows train/val/test: {first['rows']['train']}/{first['rows']['val']}/"
         f"{first['rows']['test']}",

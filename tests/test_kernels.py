@@ -1,0 +1,148 @@
+"""The dense layer's kernels: the oneDNN CPU path computes F.linear's maths (values and gradients,
+with and without the fused ReLU, above and below the size threshold), deterministically, and the
+`runtime.cpu_linear` switch is validated and recorded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mtlrec import kernels
+from mtlrec.kernels import ONEDNN_MIN_MACS, cpu_linear, linear, set_cpu_linear
+from mtlrec.models import build_model
+from mtlrec.models.layers import MLP, FeatureSpec
+
+needs_onednn = pytest.mark.skipif(not kernels.onednn_available(),
+                                  reason="torch built without oneDNN")
+
+
+@pytest.fixture(autouse=True)
+def _restore_kernels():
+    before = kernels._settings["cpu_linear"]
+    yield
+    set_cpu_linear(before)
+
+
+def _reference(x, weight, bias, relu):
+    out = F.linear(x, weight, bias)
+    return torch.relu(out) if relu else out
+
+
+def _grads(fn, x, weight, bias, upstream):
+    x, weight = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    bias = None if bias is None else bias.clone().requires_grad_()
+    out = fn(x, weight, bias)
+    out.backward(upstream)
+    return out.detach(), x.grad, weight.grad, None if bias is None else bias.grad
+
+
+# (batch, in, out): above the oneDNN threshold (256*127*256 MACs) and below it (256*32*1)
+SHAPES = [(256, 127, 256), (256, 256, 128), (256, 32, 1), (37, 64, 32)]
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_onednn_linear_matches_f_linear_values_and_gradients(shape, relu, with_bias):
+    batch, n_in, n_out = shape
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, n_in, generator=gen)
+    weight = torch.randn(n_out, n_in, generator=gen) / n_in**0.5
+    bias = torch.randn(n_out, generator=gen) if with_bias else None
+    upstream = torch.randn(batch, n_out, generator=gen)
+    set_cpu_linear("onednn")
+    ours = _grads(lambda a, w, b: linear(a, w, b, relu=relu), x, weight, bias, upstream)
+    ref = _grads(lambda a, w, b: _reference(a, w, b, relu), x, weight, bias, upstream)
+    for got, want in zip(ours, ref, strict=True):
+        if want is None:
+            assert got is None
+            continue
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+@needs_onednn
+def test_onednn_linear_takes_views_and_leading_dims():
+    gen = torch.Generator().manual_seed(1)
+    base = torch.randn(256, 3, 128, generator=gen)
+    weight = torch.randn(64, 128, generator=gen)
+    view = base[:, 1]  # [256, 128], non-contiguous (stride 384)
+    assert not view.is_contiguous()
+    torch.testing.assert_close(linear(view, weight), F.linear(view, weight), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(linear(base, weight), F.linear(base, weight), rtol=1e-5, atol=1e-4)
+    assert linear(base, weight).shape == (256, 3, 64)
+
+
+@needs_onednn
+def test_onednn_path_is_the_one_taken_and_it_is_deterministic():
+    gen = torch.Generator().manual_seed(2)
+    x, weight = torch.randn(256, 127, generator=gen), torch.randn(256, 127, generator=gen)
+    assert ONEDNN_MIN_MACS <= 256 * 127 * 256
+    set_cpu_linear("onednn")
+    with torch.profiler.profile() as prof:
+        first, second = linear(x, weight), linear(x, weight)
+        linear(x[:, :32], weight[:1, :32])  # below the threshold: torch's own call
+    ops = [event.key for event in prof.key_averages()]
+    assert "mkldnn::_linear_pointwise" in ops and "aten::linear" in ops
+    assert torch.equal(first, second)
+    set_cpu_linear("torch")
+    assert torch.equal(linear(x, weight), F.linear(x, weight))  # 'torch' is F.linear itself
+    # the two paths sum in a different order: equal maths, not always equal bits
+    assert torch.allclose(first, F.linear(x, weight), rtol=1e-5, atol=1e-4)
+
+
+def test_unknown_kernel_name_is_refused():
+    with pytest.raises(ValueError, match="cpu_linear must be one of"):
+        set_cpu_linear("mkl")
+
+
+def test_mlp_fused_forward_equals_its_modules_one_by_one():
+    torch.manual_seed(0)
+    mlp = MLP(20, [16, 8])
+    x = torch.randn(5, 20)
+    step_by_step = x
+    for module in mlp:
+        step_by_step = module(step_by_step)  # Linear (kernels.linear) then nn.ReLU
+    assert torch.equal(mlp(x), step_by_step)
+
+
+def test_schema_rejects_an_unknown_cpu_linear(base_params):
+    import copy
+
+    from mtlrec.config import validate
+    from mtlrec.errors import MtlrecError
+
+    params = copy.deepcopy(base_params)
+    params["runtime"]["cpu_linear"] = "onednnn"
+    with pytest.raises(MtlrecError, match="cpu_linear"):
+        validate(params)
+
+
+@needs_onednn
+def test_models_train_alike_on_both_kernels():
+    """Three Adam steps of MMOE from the same weights: both kernel paths give the same losses up to
+    float rounding (they are the same maths)."""
+    features = FeatureSpec(dense=("a",), sparse=(("f", 10), ("g", 7)))
+    gen = torch.Generator().manual_seed(3)
+    dense = torch.randn(512, 1, generator=gen)
+    sparse = torch.stack([torch.randint(0, 10, (512,), generator=gen),
+                          torch.randint(0, 7, (512,), generator=gen)], 1)
+    labels = torch.randint(0, 2, (512, 2), generator=gen).float()
+    hparams = {"embed_dim": 4, "num_experts": 3, "expert_hidden": [256, 128],
+               "tower_hidden": [64, 32], "reg_emb": 3e-4, "reg_dnn": 3e-4}
+    losses = {}
+    for name in ("onednn", "torch"):
+        set_cpu_linear(name)
+        torch.manual_seed(0)
+        model = build_model("mmoe", features, 2, hparams)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        losses[name] = []
+        for _ in range(3):
+            loss = F.binary_cross_entropy_with_logits(model(dense, sparse), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses[name].append(loss.item())
+    assert cpu_linear() == "torch"
+    assert losses["onednn"] == pytest.approx(losses["torch"], rel=1e-5)
