@@ -7,7 +7,9 @@ order) through vmap(functional_call(...)): one batched matmul per layer instead 
 Printed: samples/s per seed of S solo models stepped one after another vs the stacked model, the
 speed-up, and the largest difference between a stacked seed's loss after the steps and its solo run
 (batched matmuls sum in another order, so the two are close, not bit-identical). The stacked path
-uses plain-op versions of layers.lookup and layers.mix (their autograd Functions have no vmap rule).
+uses plain-op versions of layers.lookup, layers.mix and layers.linear (their autograd Functions have
+no vmap rule), so it runs torch's batched matmul (MKL) while the solo models run the pipeline's
+default dense-layer kernels (oneDNN on the CPU).
 
 Usage: python benchmarks/bench_stacked_seeds.py [--model mmoe] [--seeds 5] [--threads 1]
 """
@@ -40,6 +42,12 @@ class LossOf(torch.nn.Module):
 
     def forward(self, dense, sparse, labels):
         return multitask_bce(self.model(dense, sparse), labels) + self.model.l2_penalty()
+
+
+def plain_linear(x, weight, bias=None, relu=False):
+    """kernels.linear's maths in plain ops (which vmap can batch)."""
+    out = torch.nn.functional.linear(x, weight, bias)
+    return torch.relu(out) if relu else out
 
 
 def main() -> None:
@@ -86,6 +94,7 @@ def main() -> None:
         # our two custom autograd Functions have no vmap rule: plain-op versions for this path
         layers.lookup = lambda table, index: torch.nn.functional.embedding(index, table)
         layers.mix = lambda weights, choices: (weights.unsqueeze(-1) * choices).sum(1)
+        layers.linear = plain_linear
         optimizer = torch.optim.Adam(list(weights.values()), lr=1e-3, fused=True)
         for idx in batches:
             losses = batched(weights, buffers, train.dense[idx], train.sparse[idx],

@@ -2,14 +2,19 @@
 in the same run (absolute numbers on shared machines drift; ratios do not).
 
 References:
-- ceiling: a plain fp32 torch matmul doing the same number of FLOPs as one training sample of the
-  model (counted with torch.utils.flop_counter: forward + backward), i.e. the machine's ceiling;
+- ceiling: the fp32 GFLOP/s of a 1024 x 1024 matmul, taken through both kernels torch has on the
+  CPU (torch.mm = MKL's sgemm, and oneDNN's matmul, which `runtime.cpu_linear: onednn` uses; MKL
+  runs its AVX2 path on AMD processors); the higher of the two is the machine's fp32 ceiling, and
+  divided by the FLOPs of one training sample (torch.utils.flop_counter: forward + backward) it
+  is the samples/second a perfect implementation would reach;
 - torch-rechub 0.9.0 (optional: `make install-bench`): its MMOE/PLE with the same sizes (its MMOE
   for the MPT-Rec row), fed once by our index batching ("model only") and once through its
   TorchDataset + DataLoader ("library path").
-Our side runs each model's own `train_step`, as the training loop does.
+Our side runs each model's own `train_step`, as the training loop does, once per dense-layer kernel
+setting in `--kernels` (onednn = the pipeline's default; torch = F.linear, the code before it).
 
 Usage: python benchmarks/bench_throughput.py [--threads N] [--repeats 2] [--steps 150]
+       [--kernels onednn,torch]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from mtlrec.config import load_params
 from mtlrec.data.batches import TensorSplit, load_splits
 from mtlrec.data.encode import encode_census
 from mtlrec.data.sources import fetch
+from mtlrec.kernels import set_cpu_linear
 from mtlrec.models import build_model
 from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
 
@@ -103,26 +109,54 @@ def infer_fn(forward, data: TensorSplit, batch: int) -> Callable[[], int]:
     return run
 
 
-def flops_per_training_sample(model, data: TensorSplit, batch: int) -> float:
+def counted_flops(fn: Callable[[], object], kernels: str) -> float:
+    """FLOPs of fn() by torch.utils.flop_counter, run on torch's own linear (the counter has no
+    formula for oneDNN's op; both kernels do the same products), then `kernels` is set back."""
+    set_cpu_linear("torch")
+    try:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+    finally:
+        set_cpu_linear(kernels)
+    return counter.get_total_flops()
+
+
+def flops_per_training_sample(model, data: TensorSplit, batch: int, kernels: str) -> float:
     idx = slice(0, batch)
     model.prepare(len(data))
     piece = Batch(data.dense[idx], data.sparse[idx], data.labels[idx], data.row_id[idx])
-    with FlopCounterMode(display=False) as counter:
-        model.training_loss(piece, StepInfo(1, 0, 1, 1, batch)).backward()
+    flops = counted_flops(
+        lambda: model.training_loss(piece, StepInfo(1, 0, 1, 1, batch)).backward(), kernels)
     model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / batch
+    return flops / batch
 
 
-def matmul_gflops(repeats: int, size: int = 1024, iters: int = 40) -> float:
+def matmul_gflops(repeats: int, size: int = 1024, iters: int = 40,
+                  kernel: str = "torch") -> float:
+    """fp32 GFLOP/s of a size x size matmul through torch.mm (kernel='torch', MKL) or oneDNN."""
     a, b = torch.randn(size, size), torch.randn(size, size)
+    if kernel == "onednn":
+        def product():  # a @ b.T through oneDNN, as mtlrec.kernels runs it
+            return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    else:
+        def product():
+            return a @ b
 
     def run() -> int:
         for _ in range(iters):
-            a @ b
+            product()
         return iters
 
     per_second = time_it(run, repeats)
     return per_second * 2 * size**3 / 1e9
+
+
+def fp32_ceiling(repeats: int) -> tuple[float, dict[str, float]]:
+    """(the machine's fp32 matmul GFLOP/s = the best kernel's, {kernel: GFLOP/s})."""
+    measured = {"mkl": matmul_gflops(repeats)}
+    if torch.backends.mkldnn.is_available():
+        measured["onednn"] = matmul_gflops(repeats, kernel="onednn")
+    return max(measured.values()), measured
 
 
 def rechub(name: str, schema: dict, params: dict):
@@ -180,7 +214,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=150, help="training steps per measurement")
+    parser.add_argument("--kernels", default="onednn,torch",
+                        help="comma-separated runtime.cpu_linear settings to measure ours with")
     args = parser.parse_args()
+    kernel_settings = args.kernels.split(",")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     params = load_params([REPO / "params.yaml"])
@@ -195,27 +232,30 @@ def main() -> None:
         have_rechub = False
         print("torch-rechub not installed (make install-bench): its columns are skipped")
 
-    gflops = matmul_gflops(args.repeats)
-    print(f"threads {args.threads}; fp32 matmul ceiling {gflops:.1f} GFLOP/s; "
-          f"train rows {len(train)}, inference rows {len(test)}")
-    header = (f"{'model':7} {'batch':>5} {'MFLOP/sample':>12} {'train/s':>9} {'ceiling/s':>9} "
-              f"{'ours/ceil':>9} {'infer/s':>9}")
-    if have_rechub:
-        header += f" {'rechub/s':>9} {'ours/rh':>7} {'rh-lib/s':>9} {'ours/rh-lib':>11}"
-    print(header)
+    gflops, by_kernel = fp32_ceiling(args.repeats)
+    print(f"threads {args.threads}; fp32 matmul ceiling {gflops:.1f} GFLOP/s ("
+          + ", ".join(f"{k} {v:.1f}" for k, v in by_kernel.items())
+          + f"); train rows {len(train)}, inference rows {len(test)}")
+    print(f"{'model':7} {'kernels':7} {'batch':>5} {'MFLOP/sample':>12} {'train/s':>9} "
+          f"{'ceiling/s':>9} {'ours/ceil':>9} {'infer/s':>9}")
     features = FeatureSpec.from_schema(splits.schema)
     for name in MODELS:
         for batch in BATCHES:
             steps = max(20, args.steps * 256 // batch)
-            model = build_model(name, features, 2, params["models"][name])
-            flops = flops_per_training_sample(model, train, batch)
-            ceiling = gflops * 1e9 / flops
-            ours = time_it(ours_train_fn(model, train, batch, steps), args.repeats)
-            model.eval()
-            infer = time_it(infer_fn(lambda i, m=model: m(test.dense[i], test.sparse[i]), test,
-                                     batch), args.repeats)
-            line = (f"{name:7} {batch:5d} {flops / 1e6:12.3f} {ours:9.0f} {ceiling:9.0f} "
-                    f"{ours / ceiling:9.2f} {infer:9.0f}")
+            ours_by_kernels = {}
+            for kernels in kernel_settings:
+                set_cpu_linear(kernels)
+                torch.manual_seed(0)
+                model = build_model(name, features, 2, params["models"][name])
+                flops = flops_per_training_sample(model, train, batch, kernels)
+                ceiling = gflops * 1e9 / flops
+                ours = time_it(ours_train_fn(model, train, batch, steps), args.repeats)
+                ours_by_kernels[kernels] = ours
+                model.eval()
+                infer = time_it(infer_fn(lambda i, m=model: m(test.dense[i], test.sparse[i]),
+                                         test, batch), args.repeats)
+                print(f"{name:7} {kernels:7} {batch:5d} {flops / 1e6:12.3f} {ours:9.0f} "
+                      f"{ceiling:9.0f} {ours / ceiling:9.2f} {infer:9.0f}", flush=True)
             if have_rechub:
                 rh_model, as_dict = rechub(RECHUB_REFERENCE[name], splits.schema, params)
 
@@ -226,10 +266,17 @@ def main() -> None:
                 names = splits.schema["dense"] + [f["name"] for f in splits.schema["sparse"]]
                 rh_lib = time_it(rechub_library_path(rh_model, train, names, batch, steps),
                                  args.repeats)
-                line += f" {rh:9.0f} {ours / rh:7.2f} {rh_lib:9.0f} {ours / rh_lib:11.2f}"
-            print(line, flush=True)
-    print(f"(best of {args.repeats} repeats each, after one warm-up; rechub columns of mptrec: "
-          "rechub's MMOE)")
+                print(f"{name:7} {'rechub':7} {batch:5d}  model only {rh:.0f}/s, library path "
+                      f"{rh_lib:.0f}/s; ours/rechub: " + ", ".join(
+                          f"{k} {v / rh:.2f}x / {v / rh_lib:.2f}x"
+                          for k, v in ours_by_kernels.items()), flush=True)
+            if len(ours_by_kernels) > 1:
+                first, *others = kernel_settings
+                print(f"{name:7} {'ratio':7} {batch:5d}  " + ", ".join(
+                    f"{first}/{k} {ours_by_kernels[first] / ours_by_kernels[k]:.2f}x"
+                    for k in others), flush=True)
+    print(f"(best of {args.repeats} repeats each, after one warm-up; ours/ceil against the higher "
+          "ceiling; the rechub rows of mptrec are rechub's MMOE, which has no MPT-Rec)")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ epochs run x (training rows x FLOPs of one training sample, forward + backward o
 `train_step`, counted with torch.utils.flop_counter) + the per-epoch validation forward. IMP mask
 runs (masks.json) count their warm-up and every pruning iteration. MPT-Rec's E-step passes and the
 t-SNE are left out (a few %). The floor is the time these FLOPs take at the fp32 matmul ceiling
-measured in this run, one thread per job, `--jobs` jobs side by side (as `snakemake --cores all`
+measured in this run (the higher of torch.mm's MKL and oneDNN), one thread per job, `--jobs` jobs
+side by side (as `snakemake --cores all`
 runs them); the ratio is the runs' summed wall time (timing.json) over that floor.
 
 Usage: python benchmarks/reproduction_floor.py [--runs runs] [--dataset census] [--jobs 2]
@@ -18,11 +19,11 @@ import json
 from pathlib import Path
 
 import torch
-from bench_throughput import matmul_gflops  # the same ceiling as the throughput bench
-from torch.utils.flop_counter import FlopCounterMode
+from bench_throughput import counted_flops, fp32_ceiling  # the throughput bench's measures
 
 from mtlrec.config import load_params, resolve_model
 from mtlrec.data.batches import TensorSplit, load_splits
+from mtlrec.kernels import cpu_linear
 from mtlrec.models import build_model
 from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
 
@@ -36,11 +37,12 @@ def per_sample_flops(model, data: TensorSplit) -> tuple[float, float]:
     idx = slice(0, BATCH)
     piece = Batch(data.dense[idx], data.sparse[idx], data.labels[idx], data.row_id[idx])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    with FlopCounterMode(display=False) as train:
-        model.train_step(piece, StepInfo(1, 0, 1, 1, BATCH), optimizer)
-    with FlopCounterMode(display=False) as infer, torch.no_grad():
-        model(piece.dense, piece.sparse)
-    return train.get_total_flops() / BATCH, infer.get_total_flops() / BATCH
+    kernels = cpu_linear()
+    train = counted_flops(lambda: model.train_step(piece, StepInfo(1, 0, 1, 1, BATCH), optimizer),
+                          kernels)
+    with torch.no_grad():
+        infer = counted_flops(lambda: model(piece.dense, piece.sparse), kernels)
+    return train / BATCH, infer / BATCH
 
 
 def main() -> None:
@@ -89,8 +91,10 @@ def main() -> None:
         total_flops += flops
         total_wall += wall
 
-    gflops = matmul_gflops(repeats=3)
-    print(f"fp32 matmul ceiling, 1 thread: {gflops:.1f} GFLOP/s; {args.jobs} jobs side by side")
+    gflops, by_kernel = fp32_ceiling(repeats=3)
+    print(f"fp32 matmul ceiling, 1 thread: {gflops:.1f} GFLOP/s ("
+          + ", ".join(f"{k} {v:.1f}" for k, v in by_kernel.items())
+          + f"); {args.jobs} jobs side by side")
     print(f"{'run':18} {'seeds':>5} {'TFLOP':>8} {'floor s':>8} {'wall s':>8} {'wall/floor':>10}")
     for name, n_seeds, flops, wall in rows:
         floor = flops / (gflops * 1e9)
