@@ -1,5 +1,7 @@
 # Per-task subnetwork masks (iterative magnitude pruning) for Sparse Sharing and CSRec, one
 # set per (dataset, seed); Sparse Sharing and CSRec runs of that seed train on them.
+# A high priority starts them first: each gates two training runs, and started last they would
+# leave one core idle at the end of the job.
 rule masks:
     input:
         train=f"{OUT}data/encoded/{{dataset}}/train.parquet",
@@ -17,6 +19,7 @@ rule masks:
     wildcard_constraints:
         seed=r"\d+",
     threads: config["runtime"]["num_threads"]
+    priority: 10
     resources:
         mem_mb=4000,
     log:
