@@ -146,3 +146,20 @@ def test_models_train_alike_on_both_kernels():
             losses[name].append(loss.item())
     assert cpu_linear() == "torch"
     assert losses["onednn"] == pytest.approx(losses["torch"], rel=1e-5)
+
+
+@needs_onednn
+def test_second_order_gradients_fail_loudly_on_onednn_and_work_on_torch():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(256, 127, generator=gen)
+    weight = torch.randn(256, 127, generator=gen).requires_grad_()
+    for name in ("onednn", "torch"):
+        set_cpu_linear(name)
+        (grad,) = torch.autograd.grad(linear(x, weight, relu=True).pow(2).sum(), weight,
+                                      create_graph=True)
+        if name == "onednn":
+            with pytest.raises(RuntimeError, match="once_differentiable"):
+                grad.sum().backward()
+        else:
+            grad.sum().backward()  # MAML-style double backward
+            assert weight.grad is not None

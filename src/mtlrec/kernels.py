@@ -15,13 +15,16 @@ is the `runtime.cpu_linear` param, set once per process with `set_cpu_linear`:
 On CUDA, or where torch has no oneDNN, both give `torch`. The two CPU paths compute the same
 maths with a different summation order, so their results differ in the last bits (~1e-7
 relative per product); each path is deterministic on a given machine and thread count. The
-results committed in runs/ were made with `onednn` (see README, "Speed").
+results committed in runs/ were made with `onednn` (see README, "Speed"). The oneDNN path is
+first-order only: a method that differentiates through gradients (create_graph=True, e.g. MAML)
+gets a clear error from it and runs with `runtime.cpu_linear: torch`.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 CPU_LINEAR_CHOICES = ("onednn", "torch")
 _settings = {"cpu_linear": "onednn"}
@@ -75,6 +78,7 @@ class _OneDnnLinear(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, weight, out = ctx.saved_tensors
         grad = grad.contiguous()
