@@ -48,7 +48,7 @@ def make_ablation(params: dict[str, Any], runs_root: Path, tables: Path, figures
     write_text_atomic(tables / f"ablation_{dataset}.md",
                       render_markdown(rows, {}, 4, title, notes))
     tasks = list(rows[0]["tasks"])
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.2))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), layout="constrained")
     for ax, task in zip(np.atleast_1d(axes), tasks, strict=True):
         means = [r["tasks"][task]["mean"] for r in rows]
         stds = [r["tasks"][task]["std"] for r in rows]
