@@ -27,6 +27,7 @@ from bench_throughput import census_splits  # the same Census splits as the thro
 from torch.func import functional_call, stack_module_state, vmap
 
 from mtlrec.config import load_params
+from mtlrec.kernels import torch_linear
 from mtlrec.models import build_model, layers
 from mtlrec.models.layers import FeatureSpec, multitask_bce
 
@@ -42,12 +43,6 @@ class LossOf(torch.nn.Module):
 
     def forward(self, dense, sparse, labels):
         return multitask_bce(self.model(dense, sparse), labels) + self.model.l2_penalty()
-
-
-def plain_linear(x, weight, bias=None, relu=False):
-    """kernels.linear's maths in plain ops (which vmap can batch)."""
-    out = torch.nn.functional.linear(x, weight, bias)
-    return torch.relu(out) if relu else out
 
 
 def main() -> None:
@@ -94,7 +89,7 @@ def main() -> None:
         # our two custom autograd Functions have no vmap rule: plain-op versions for this path
         layers.lookup = lambda table, index: torch.nn.functional.embedding(index, table)
         layers.mix = lambda weights, choices: (weights.unsqueeze(-1) * choices).sum(1)
-        layers.linear = plain_linear
+        layers.linear = torch_linear  # plain ops, which vmap can batch
         optimizer = torch.optim.Adam(list(weights.values()), lr=1e-3, fused=True)
         for idx in batches:
             losses = batched(weights, buffers, train.dense[idx], train.sparse[idx],

@@ -33,7 +33,7 @@ from mtlrec.config import load_params
 from mtlrec.data.batches import TensorSplit, load_splits
 from mtlrec.data.encode import encode_census
 from mtlrec.data.sources import fetch
-from mtlrec.kernels import set_cpu_linear
+from mtlrec.kernels import cpu_linear, set_cpu_linear
 from mtlrec.models import build_model
 from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
 
@@ -109,24 +109,25 @@ def infer_fn(forward, data: TensorSplit, batch: int) -> Callable[[], int]:
     return run
 
 
-def counted_flops(fn: Callable[[], object], kernels: str) -> float:
+def counted_flops(fn: Callable[[], object]) -> float:
     """FLOPs of fn() by torch.utils.flop_counter, run on torch's own linear (the counter has no
-    formula for oneDNN's op; both kernels do the same products), then `kernels` is set back."""
+    formula for oneDNN's op; both kernels do the same products); the kernel setting is restored."""
+    previous = cpu_linear()
     set_cpu_linear("torch")
     try:
         with FlopCounterMode(display=False) as counter:
             fn()
     finally:
-        set_cpu_linear(kernels)
+        set_cpu_linear(previous)
     return counter.get_total_flops()
 
 
-def flops_per_training_sample(model, data: TensorSplit, batch: int, kernels: str) -> float:
+def flops_per_training_sample(model, data: TensorSplit, batch: int) -> float:
     idx = slice(0, batch)
     model.prepare(len(data))
     piece = Batch(data.dense[idx], data.sparse[idx], data.labels[idx], data.row_id[idx])
     flops = counted_flops(
-        lambda: model.training_loss(piece, StepInfo(1, 0, 1, 1, batch)).backward(), kernels)
+        lambda: model.training_loss(piece, StepInfo(1, 0, 1, 1, batch)).backward())
     model.zero_grad(set_to_none=True)
     return flops / batch
 
@@ -247,7 +248,7 @@ def main() -> None:
                 set_cpu_linear(kernels)
                 torch.manual_seed(0)
                 model = build_model(name, features, 2, params["models"][name])
-                flops = flops_per_training_sample(model, train, batch, kernels)
+                flops = flops_per_training_sample(model, train, batch)
                 ceiling = gflops * 1e9 / flops
                 ours = time_it(ours_train_fn(model, train, batch, steps), args.repeats)
                 ours_by_kernels[kernels] = ours

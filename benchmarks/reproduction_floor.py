@@ -6,8 +6,8 @@ epochs run x (training rows x FLOPs of one training sample, forward + backward o
 runs (masks.json) count their warm-up and every pruning iteration. MPT-Rec's E-step passes and the
 t-SNE are left out (a few %). The floor is the time these FLOPs take at the fp32 matmul ceiling
 measured in this run (the higher of torch.mm's MKL and oneDNN), one thread per job, `--jobs` jobs
-side by side (as `snakemake --cores all`
-runs them); the ratio is the runs' summed wall time (timing.json) over that floor.
+side by side (as `snakemake --cores all` runs them); the ratio is the runs' summed wall time
+(timing.json) over that floor.
 
 Usage: python benchmarks/reproduction_floor.py [--runs runs] [--dataset census] [--jobs 2]
 """
@@ -23,7 +23,6 @@ from bench_throughput import counted_flops, fp32_ceiling  # the throughput bench
 
 from mtlrec.config import load_params, resolve_model
 from mtlrec.data.batches import TensorSplit, load_splits
-from mtlrec.kernels import cpu_linear
 from mtlrec.models import build_model
 from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
 
@@ -37,11 +36,9 @@ def per_sample_flops(model, data: TensorSplit) -> tuple[float, float]:
     idx = slice(0, BATCH)
     piece = Batch(data.dense[idx], data.sparse[idx], data.labels[idx], data.row_id[idx])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    kernels = cpu_linear()
-    train = counted_flops(lambda: model.train_step(piece, StepInfo(1, 0, 1, 1, BATCH), optimizer),
-                          kernels)
+    train = counted_flops(lambda: model.train_step(piece, StepInfo(1, 0, 1, 1, BATCH), optimizer))
     with torch.no_grad():
-        infer = counted_flops(lambda: model(piece.dense, piece.sparse), kernels)
+        infer = counted_flops(lambda: model(piece.dense, piece.sparse))
     return train / BATCH, infer / BATCH
 
 

@@ -22,6 +22,8 @@ gets a clear error from it and runs with `runtime.cpu_linear: torch`.
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -30,6 +32,7 @@ CPU_LINEAR_CHOICES = ("onednn", "torch")
 _settings = {"cpu_linear": "onednn"}
 
 
+@cache  # asked on every layer call: look once per process
 def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -49,6 +52,13 @@ def cpu_linear() -> str:
 ONEDNN_MIN_MACS = 1 << 20  # below this, oneDNN's ~10 us per call costs more than it saves
 
 
+def torch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 relu: bool = False) -> torch.Tensor:
+    """`linear`'s maths through torch's own ops (F.linear, then ReLU when `relu`)."""
+    out = F.linear(x, weight, bias)
+    return torch.relu(out) if relu else out
+
+
 def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
               relu: bool = False) -> torch.Tensor:
     """a [M, K], b [N, K] -> a @ b.T (+ bias, then ReLU when `relu`) [M, N].
@@ -59,8 +69,7 @@ def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None
     (measured: a [256, 32] x [32, 1] product takes 2 us through MKL, 11 through oneDNN)."""
     if a.shape[0] * a.shape[1] * b.shape[0] >= ONEDNN_MIN_MACS:
         return torch.ops.mkldnn._linear_pointwise(a, b, bias, "relu" if relu else "none", [], "")
-    out = F.linear(a, b, bias)
-    return torch.relu(out) if relu else out
+    return torch_linear(a, b, bias, relu)
 
 
 class _OneDnnLinear(torch.autograd.Function):
@@ -102,5 +111,4 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         lead = x.shape[:-1]
         out = _OneDnnLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias, relu)
         return out.reshape(*lead, weight.shape[0])
-    out = F.linear(x, weight, bias)
-    return torch.relu(out) if relu else out
+    return torch_linear(x, weight, bias, relu)
