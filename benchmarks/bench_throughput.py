@@ -36,6 +36,7 @@ from mtlrec.data.sources import fetch
 from mtlrec.kernels import cpu_linear, set_cpu_linear
 from mtlrec.models import build_model
 from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
+from mtlrec.train.loop import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("mmoe", "ple", "mptrec")
@@ -62,8 +63,9 @@ def time_it(fn: Callable[[], int], repeats: int) -> float:
 
 
 def ours_train_fn(model, data: TensorSplit, batch: int, steps: int) -> Callable[[], int]:
-    """Our training path: the model's own `train_step` (as mtlrec.train.loop calls it)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    """Our training path: the model's own `train_step` with the loop's optimizer (as
+    mtlrec.train.loop runs it)."""
+    optimizer = make_optimizer(model, 1e-3, data.labels.device)
     n = len(data)
     model.prepare(n)
     per_epoch = n // batch

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mtlrec import kernels
-from mtlrec.kernels import ONEDNN_MIN_MACS, cpu_linear, linear, set_cpu_linear
+from mtlrec.kernels import ONEDNN_MIN_MACS, cpu_linear, linear, linear_stack, set_cpu_linear
 from mtlrec.models import build_model
 from mtlrec.models.layers import MLP, FeatureSpec
 
@@ -105,6 +105,62 @@ def test_mlp_fused_forward_equals_its_modules_one_by_one():
     for module in mlp:
         step_by_step = module(step_by_step)  # Linear (kernels.linear) then nn.ReLU
     assert torch.equal(mlp(x), step_by_step)
+
+
+def _stack_case(lead: tuple[int, ...], x_needs_grad: bool):
+    """Input and a tower-like stack: 127 -> 256 -> 128 (oneDNN) -> 32 (below the threshold,
+    torch's call) -> 1 (no ReLU), one layer without bias."""
+    gen = torch.Generator().manual_seed(7)
+    sizes = [127, 256, 128, 32, 1]
+    x = torch.randn(*lead, sizes[0], generator=gen).requires_grad_(x_needs_grad)
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        weight = (torch.randn(n_out, n_in, generator=gen) / n_in**0.5).requires_grad_()
+        bias = None if i == 1 else torch.randn(n_out, generator=gen).requires_grad_()
+        layers.append((weight, bias, i < len(sizes) - 2))
+    return x, layers
+
+
+def _stack_grads(run, x, layers):
+    inputs = [x] * x.requires_grad + [t for w, b, _ in layers for t in (w, b) if t is not None]
+    out = run(x, layers)
+    grads = torch.autograd.grad(out.pow(2).sum(), inputs)
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "torch"])
+@pytest.mark.parametrize("lead", [(256,), (4, 64)])
+@pytest.mark.parametrize("x_needs_grad", [True, False])
+def test_linear_stack_gives_the_bits_of_linear_layer_by_layer(kernel, lead, x_needs_grad):
+    """One autograd node for the whole stack computes exactly what a chain of `linear` calls
+    does: the same output and gradients, bit for bit (the committed results rely on it)."""
+    if kernel == "onednn" and not kernels.onednn_available():
+        pytest.skip("torch built without oneDNN")
+    set_cpu_linear(kernel)
+    x, layers = _stack_case(lead, x_needs_grad)
+
+    def one_by_one(a, stack):
+        for weight, bias, relu in stack:
+            a = linear(a, weight, bias, relu=relu)
+        return a
+
+    got, got_grads = _stack_grads(linear_stack, x, layers)
+    want, want_grads = _stack_grads(one_by_one, x, layers)
+    assert got.shape == (*lead, 1)
+    assert torch.equal(got, want)
+    assert len(got_grads) == len(want_grads)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        assert torch.equal(g, w)
+
+
+@needs_onednn
+def test_linear_stack_is_one_autograd_node_on_onednn():
+    set_cpu_linear("onednn")
+    x, layers = _stack_case((256,), True)
+    out = linear_stack(x, layers)
+    assert type(out.grad_fn).__name__ == "_OneDnnStackBackward"
+    set_cpu_linear("torch")
+    assert type(linear_stack(x, layers).grad_fn).__name__ != "_OneDnnStackBackward"
 
 
 def test_schema_rejects_an_unknown_cpu_linear(base_params):

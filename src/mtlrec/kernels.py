@@ -22,6 +22,7 @@ gets a clear error from it and runs with `runtime.cpu_linear: torch`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 import torch
@@ -72,6 +73,31 @@ def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None
     return torch_linear(a, b, bias, relu)
 
 
+def _forward_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer's forward: (contiguous x, contiguous weight, output) for the backward."""
+    x, weight = x.contiguous(), weight.contiguous()
+    return x, weight, _matmul_t(x, weight, bias, relu)
+
+
+def _backward_products(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                       out: torch.Tensor | None, needs: tuple[bool, bool, bool]
+                       ) -> tuple[torch.Tensor | None, ...]:
+    """One layer's backward from the gradient of its output: (grad x, grad W, grad b), each
+    None where `needs` says it is not wanted. `out` is the layer's ReLU'd output (None: no ReLU)."""
+    grad = grad.contiguous()
+    if out is not None:
+        grad = torch.ops.aten.threshold_backward(grad, out, 0.0)  # torch's ReLU backward
+    grad_x = grad_w = grad_b = None
+    if needs[0]:
+        grad_x = _matmul_t(grad, weight.t())  # [B, out] @ [out, in] -> [B, in]
+    if needs[1]:
+        grad_w = _matmul_t(grad.t(), x.t())  # [out, B] @ [B, in] -> [out, in]
+    if needs[2]:
+        grad_b = grad.sum(0)  # [out]
+    return grad_x, grad_w, grad_b
+
+
 class _OneDnnLinear(torch.autograd.Function):
     """y = x W^T + b (then ReLU when `relu`) with oneDNN products forward and backward."""
 
@@ -79,10 +105,8 @@ class _OneDnnLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 relu: bool) -> torch.Tensor:
         # x [B, in], weight [out, in], bias [out] -> [B, out]
-        x, weight = x.contiguous(), weight.contiguous()
-        out = _matmul_t(x, weight, bias, relu)
+        x, weight, out = _forward_product(x, weight, bias, relu)
         ctx.save_for_backward(x, weight, out if relu else None)
-        ctx.relu = relu
         ctx.has_bias = bias is not None
         return out
 
@@ -90,25 +114,72 @@ class _OneDnnLinear(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, weight, out = ctx.saved_tensors
-        grad = grad.contiguous()
-        if ctx.relu:
-            grad = torch.ops.aten.threshold_backward(grad, out, 0.0)  # torch's ReLU backward
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _matmul_t(grad, weight.t())  # [B, out] @ [out, in] -> [B, in]
-        if ctx.needs_input_grad[1]:
-            grad_w = _matmul_t(grad.t(), x.t())  # [out, B] @ [B, in] -> [out, in]
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum(0)  # [out]
-        return grad_x, grad_w, grad_b, None
+        needs = ctx.needs_input_grad
+        return (*_backward_products(grad, x, weight, out,
+                                    (needs[0], needs[1], ctx.has_bias and needs[2])), None)
+
+
+class _OneDnnStack(torch.autograd.Function):
+    """A stack of dense layers as one autograd node: layer i is y = x W_i^T + b_i, ReLU'd when
+    relus[i]. Each layer runs exactly `_OneDnnLinear`'s products (so the same bits as a chain of
+    `linear` calls); one node instead of one per layer saves the per-node cost of the autograd
+    engine, which at the paper's sizes is a sizeable part of a training step."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, relus: tuple[bool, ...], *weights_and_biases):
+        # x [B, in]; weights_and_biases = (W_0, b_0, W_1, b_1, ...), b_i may be None
+        saved: list[torch.Tensor | None] = []
+        for i, relu in enumerate(relus):
+            weight, bias = weights_and_biases[2 * i], weights_and_biases[2 * i + 1]
+            layer_in, weight, x = _forward_product(x, weight, bias, relu)
+            saved += [layer_in, weight, x if relu else None]
+        ctx.save_for_backward(*saved)
+        ctx.has_bias = [weights_and_biases[2 * i + 1] is not None for i in range(len(relus))]
+        return x
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        saved = ctx.saved_tensors
+        needs = ctx.needs_input_grad  # (x, relus, W_0, b_0, W_1, b_1, ...)
+        grads: list[torch.Tensor | None] = [None] * (len(needs) - 2)
+        for i in reversed(range(len(ctx.has_bias))):
+            layer_in, weight, out = saved[3 * i: 3 * i + 3]
+            wants = (i > 0 or needs[0], needs[2 + 2 * i], ctx.has_bias[i] and needs[3 + 2 * i])
+            grad, grads[2 * i], grads[2 * i + 1] = _backward_products(grad, layer_in, weight,
+                                                                      out, wants)
+        return (grad, None, *grads)
+
+
+def _onednn_applies(x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() >= 2
+            and cpu_linear() == "onednn")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            relu: bool = False) -> torch.Tensor:
     """x [..., in], weight [out, in], bias [out] -> x W^T + b [..., out], ReLU'd when `relu`."""
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() >= 2
-            and cpu_linear() == "onednn"):
-        lead = x.shape[:-1]
-        out = _OneDnnLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias, relu)
-        return out.reshape(*lead, weight.shape[0])
-    return torch_linear(x, weight, bias, relu)
+    if not _onednn_applies(x):
+        return torch_linear(x, weight, bias, relu)
+    if x.dim() == 2:
+        return _OneDnnLinear.apply(x, weight, bias, relu)
+    lead = x.shape[:-1]
+    out = _OneDnnLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias, relu)
+    return out.reshape(*lead, weight.shape[0])
+
+
+def linear_stack(x: torch.Tensor, layers: Sequence[tuple[torch.Tensor, torch.Tensor | None, bool]]
+                 ) -> torch.Tensor:
+    """x [..., in] through dense layers (weight, bias, relu) in turn: the same values as calling
+    `linear` layer by layer (and the same bits), as one autograd node on the oneDNN path."""
+    if not _onednn_applies(x):
+        for weight, bias, relu in layers:
+            x = torch_linear(x, weight, bias, relu)
+        return x
+    flat = [t for weight, bias, _ in layers for t in (weight, bias)]
+    relus = tuple(relu for _, _, relu in layers)
+    if x.dim() == 2:
+        return _OneDnnStack.apply(x, relus, *flat)
+    lead = x.shape[:-1]
+    out = _OneDnnStack.apply(x.reshape(-1, x.shape[-1]), relus, *flat)
+    return out.reshape(*lead, out.shape[-1])

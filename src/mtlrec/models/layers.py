@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlrec.kernels import linear
+from mtlrec.kernels import linear, linear_stack
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,15 @@ class MLP(nn.Sequential):
             in_dim = width
         super().__init__(*layers)
         self.output_dim = in_dim
+        self.has_dropout = any(isinstance(m, nn.Dropout) for m in layers)
+
+    def dense_layers(self) -> list[tuple[torch.Tensor, torch.Tensor | None, bool]]:
+        """(weight, bias, relu) of every Linear, in order (for `linear_stack`)."""
+        return [(m.weight, m.bias, True) for m in self if isinstance(m, nn.Linear)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.has_dropout:  # the whole stack as one node (the same bits)
+            return linear_stack(x, self.dense_layers())
         for module in self:
             if isinstance(module, nn.Linear):  # every Linear is followed by its ReLU
                 x = linear(x, module.weight, module.bias, relu=True)
@@ -131,7 +138,10 @@ class Tower(nn.Module):
         self.out = Linear(self.mlp.output_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.mlp(x)).squeeze(-1)  # [B]
+        if self.mlp.has_dropout:
+            return self.out(self.mlp(x)).squeeze(-1)  # [B]
+        layers = [*self.mlp.dense_layers(), (self.out.weight, self.out.bias, False)]
+        return linear_stack(x, layers).squeeze(-1)  # [B]
 
 
 class Gate(nn.Module):
@@ -260,11 +270,41 @@ class MultiTaskModel(nn.Module):
     def l2_penalty(self) -> torch.Tensor:
         """reg_emb * (whole embedding tables) + reg_dnn * (expert and tower Linear weights)."""
         tables, weights = self._l2_parameters()
-        terms = []
-        if self.reg_emb:
-            terms.append(self.reg_emb * torch.stack([m.l2() for m in tables]).sum())
-        if self.reg_dnn:
-            terms.append(self.reg_dnn * squares_l2(weights))
-        if not terms:
+        if not (self.reg_emb or self.reg_dnn):
             return next(self.parameters()).new_zeros(())
-        return torch.stack(terms).sum()
+        emb = [m.table.weight for m in tables] if self.reg_emb else []
+        dnn = weights if self.reg_dnn else []
+        return _L2Penalty.apply(self.reg_emb, self.reg_dnn, len(emb), *emb, *dnn)
+
+
+def l2_value(reg_emb: float, reg_dnn: float, tables: Sequence[torch.Tensor],
+             weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """reg_emb * sum ||T||^2 / 2 + reg_dnn * sum ||W||^2 / 2, term by term in a fixed order."""
+    terms = []
+    if reg_emb:
+        terms.append(reg_emb * torch.stack([t.pow(2).sum() / 2 for t in tables]).sum())
+    if reg_dnn:
+        terms.append(reg_dnn * squares_l2(weights))
+    return torch.stack(terms).sum()
+
+
+class _L2Penalty(torch.autograd.Function):
+    """The L2 term as one autograd node: forward = `l2_value` (the same ops), backward = the
+    gradient the chain of those ops gives, g * reg * T per tensor (the halving and the doubling
+    are exact), as one node instead of ~4 per tensor. tests/test_models.py checks the bits of
+    value and gradients against the op-by-op graph."""
+
+    @staticmethod
+    def forward(ctx, reg_emb: float, reg_dnn: float, n_tables: int, *tensors: torch.Tensor
+                ) -> torch.Tensor:
+        ctx.save_for_backward(*tensors)
+        ctx.regs, ctx.n_tables = (reg_emb, reg_dnn), n_tables
+        return l2_value(reg_emb, reg_dnn, tensors[:n_tables], tensors[n_tables:])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        tensors = ctx.saved_tensors
+        reg_emb, reg_dnn = ctx.regs
+        scales = (grad * reg_emb, grad * reg_dnn)  # [] each, as MulBackward computes them
+        grads = [t * scales[0 if i < ctx.n_tables else 1] for i, t in enumerate(tensors)]
+        return None, None, None, *grads

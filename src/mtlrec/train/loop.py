@@ -16,6 +16,7 @@ from mtlrec.data.batches import Splits, batch_indices
 from mtlrec.evaluate.metrics import predict, task_aucs
 from mtlrec.models.layers import Batch, MultiTaskModel, StepInfo
 from mtlrec.provenance import save_torch_atomic
+from mtlrec.train.optim import LeanAdam
 
 
 @dataclass
@@ -45,8 +46,9 @@ class TrainState:
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
-    """Adam with the fused kernel (one kernel for all parameters) on CPU and CUDA."""
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
+    """Adam with the fused kernel (one kernel for all parameters) on CPU and CUDA, called
+    directly (`LeanAdam`: torch's Adam, the same bits, less Python per step)."""
+    return LeanAdam(model.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
 def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits: Splits,
