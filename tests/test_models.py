@@ -165,12 +165,14 @@ def test_gate_mix_gives_the_bits_of_einsum_forward_and_backward(n):
     weights = torch.softmax(torch.randn(300, n, generator=g), -1).to(device)
     choices = torch.relu(torch.randn(300, n, 128, generator=g)).to(device)
     upstream = torch.randn(300, 128, generator=g).to(device)
-    results = []
-    for fn in (lambda w, c: torch.einsum("bn,bnd->bd", w, c), mix):
-        w, c = weights.clone().requires_grad_(), choices.clone().requires_grad_()
-        out = fn(w, c)
-        out.backward(upstream)
-        results.append((out, w.grad, c.grad))
+    w, c = weights.clone().requires_grad_(), choices.clone().requires_grad_()
+    out = torch.einsum("bn,bnd->bd", w, c)
+    out.backward(upstream)
+    results = [(out, w.grad, c.grad)]
+    w, c = weights.clone().requires_grad_(), [x.clone().requires_grad_() for x in choices.unbind(1)]
+    out = mix(w, c)  # the choices as a list, as the models pass them
+    out.backward(upstream)
+    results.append((out, w.grad, torch.stack([x.grad for x in c], dim=1)))
     for ours, reference in zip(results[1], results[0], strict=True):
         if device.type == "cpu":
             assert torch.equal(ours, reference)

@@ -151,35 +151,44 @@ class Gate(nn.Module):
         super().__init__()
         self.linear = Linear(in_dim, num_inputs, bias=bias)
 
-    def forward(self, x: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
-        # x [B, in], choices [B, n, d] -> [B, d]
+    def forward(self, x: torch.Tensor, choices: Sequence[torch.Tensor]) -> torch.Tensor:
+        # x [B, in], choices n x [B, d] -> [B, d]
         weights = torch.softmax(self.linear(x), dim=-1)  # [B, n]
         return mix(weights, choices)
 
 
 class _Mix(torch.autograd.Function):
-    """sum_n weights[b, n] * choices[b, n, :], with the numbers of einsum("bn,bnd->bd") (a batched
-    [1, n] @ [n, d] matmul) at a fraction of its cost on the CPU, where that bmm of tiny matrices
-    is slow. The forward product and the gradient of `choices` have no sum of more than n terms
-    taken in a different order, so elementwise ops give the bmm's bits; the gradient of `weights`
-    (a length-d dot per entry) keeps the bmm. tests/test_models.py checks the bits."""
+    """sum_n weights[b, n] * choices_n[b, :], with the numbers of einsum("bn,bnd->bd") over the
+    stacked choices (a batched [1, n] @ [n, d] matmul) at a fraction of its cost on the CPU, where
+    that bmm of tiny matrices is slow, and without stacking the choices in the forward. The
+    forward product and the gradients of the choices have no sum of more than n terms taken in a
+    different order, so elementwise ops give the bmm's bits; the gradient of `weights` (a length-d
+    dot per entry) keeps the bmm. tests/test_models.py checks the bits."""
 
     @staticmethod
-    def forward(ctx, weights: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(weights, choices)
-        return (weights.unsqueeze(-1) * choices).sum(1)  # [B, d]
+    def forward(ctx, weights: torch.Tensor, *choices: torch.Tensor) -> torch.Tensor:
+        # weights [B, n], choices n x [B, d] -> [B, d]
+        ctx.save_for_backward(weights, *choices)
+        out = weights[:, :1] * choices[0]
+        for i in range(1, len(choices)):
+            out = out + weights[:, i:i + 1] * choices[i]  # the order of a sum over dim 1
+        return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weights, choices = ctx.saved_tensors
-        grad_weights = torch.bmm(grad.unsqueeze(1), choices.transpose(1, 2)).squeeze(1)  # [B, n]
-        grad_choices = weights.unsqueeze(-1) * grad.unsqueeze(1)  # [B, n, d]
-        return grad_weights, grad_choices
+    def backward(ctx, grad: torch.Tensor):
+        weights, *choices = ctx.saved_tensors
+        grad_weights = None
+        if ctx.needs_input_grad[0]:
+            stacked = torch.stack(choices, dim=1)  # [B, n, d]
+            grad_weights = torch.bmm(grad.unsqueeze(1), stacked.transpose(1, 2)).squeeze(1)
+        grad_choices = [weights[:, i:i + 1] * grad if ctx.needs_input_grad[1 + i] else None
+                        for i in range(len(choices))]  # n x [B, d]
+        return grad_weights, *grad_choices
 
 
-def mix(weights: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
-    """weights [B, n], choices [B, n, d] -> [B, d]: the gate's weighted sum of its choices."""
-    return _Mix.apply(weights, choices)
+def mix(weights: torch.Tensor, choices: Sequence[torch.Tensor]) -> torch.Tensor:
+    """weights [B, n], choices n x [B, d] -> [B, d]: the gate's weighted sum of its choices."""
+    return _Mix.apply(weights, *choices)
 
 
 def linear_weights(modules: Iterable[nn.Module]) -> list[nn.Parameter]:

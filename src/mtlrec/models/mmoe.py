@@ -32,7 +32,7 @@ class MMOE(MultiTaskModel):
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         x = self.embedding(dense, sparse)  # [B, D_in]
-        experts = torch.stack([expert(x) for expert in self.experts], dim=1)  # [B, n_exp, d]
+        experts = [expert(x) for expert in self.experts]  # n_exp x [B, d]
         logits = [tower(gate(x, experts)) for gate, tower in zip(self.gates, self.towers,
                                                                    strict=True)]
         return torch.stack(logits, dim=1)  # [B, K]

@@ -43,12 +43,10 @@ class CGCLevel(nn.Module):
         for x, experts, gate in zip(task_inputs, self.specific, self.task_gates, strict=True):
             spec_out = [expert(x) for expert in experts]  # n_specific x [B, d]
             all_experts += spec_out
-            task_outputs.append(gate(x, torch.stack(spec_out + shared_out, dim=1)))  # [B, d]
+            task_outputs.append(gate(x, spec_out + shared_out))  # [B, d]
         next_shared = None
         if self.shared_gate is not None:
-            next_shared = self.shared_gate(
-                shared_input, torch.stack(all_experts + shared_out, dim=1)
-            )  # [B, d]
+            next_shared = self.shared_gate(shared_input, all_experts + shared_out)  # [B, d]
         return task_outputs, next_shared
 
 

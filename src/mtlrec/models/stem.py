@@ -46,7 +46,7 @@ class STEM(MultiTaskModel):
         logits = []
         for k, (gate, tower) in enumerate(zip(self.gates, self.towers, strict=True)):
             experts = [h if j == k else h.detach() for j, h in enumerate(specific_h)]
-            mixed = gate(task_x[k] + shared_x, torch.stack(experts + [shared_h], dim=1))  # [B, d]
+            mixed = gate(task_x[k] + shared_x, experts + [shared_h])  # [B, d]
             logits.append(tower(mixed))
         return torch.stack(logits, dim=1)  # [B, K]
 

@@ -42,6 +42,15 @@ class LeanAdam(torch.optim.Adam):
             groups.append((group, params))
         return groups
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's zero_grad; `set_to_none` (the loop's call) as a plain loop."""
+        if not set_to_none:
+            super().zero_grad(set_to_none=False)
+            return
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
     def step(self, closure=None):  # noqa: D401 - torch's signature
         groups = self._fast_groups() if closure is None else None
         if groups is None:
