@@ -6,8 +6,11 @@ which torch also ships, gets from the same core with AVX-512: on this project's 
 (Zen 5) a 1-thread [256, 160] x [160, 256] product runs at ~110 GFLOP/s through MKL and ~220
 through oneDNN (benchmarks/bench_throughput.py prints both ceilings).
 
-`linear(x, weight, bias, relu)` is the one entry point every model layer uses. Which kernels it runs
-is the `runtime.cpu_linear` param, set once per process with `set_cpu_linear`:
+`linear(x, weight, bias, relu)` is the one entry point every model layer uses, and
+`linear_stack(x, layers)` runs a stack of them (an MLP, a tower) as one autograd node with exactly
+the same products (the same bits: one node instead of one per layer saves the autograd engine's
+per-node cost, a sizeable part of a small training step). Which kernels they run is the
+`runtime.cpu_linear` param, set once per process with `set_cpu_linear`:
 - `onednn` (default): forward and both backward products through oneDNN's fp32 matmul (the
   `mkldnn._linear_pointwise` op torch's own compiler uses), with the ReLU fused into the forward;
   the bias gradient is a column sum. Full fp32 (oneDNN's strict fp math: no bf16/tf32 shortcuts).

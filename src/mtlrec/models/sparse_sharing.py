@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlrec.errors import MtlrecError
-from mtlrec.kernels import linear
+from mtlrec.kernels import linear_stack
 from mtlrec.models.layers import (
     MLP,
     Batch,
@@ -95,9 +95,9 @@ class SparseSharing(MultiTaskModel):
 
     def subnet_bottom(self, x: torch.Tensor, layer_masks: Sequence[torch.Tensor]) -> torch.Tensor:
         """The bottom with weight i replaced by W_i * layer_masks[i]; x [B, D_in] -> [B, d]."""
-        for layer, mask in zip(self.masked_layers(), layer_masks, strict=True):
-            x = linear(x, layer.weight * mask, layer.bias, relu=True)  # the bottom is an MLP
-        return x
+        layers = [(layer.weight * mask, layer.bias, True)  # the bottom is an MLP
+                  for layer, mask in zip(self.masked_layers(), layer_masks, strict=True)]
+        return linear_stack(x, layers)
 
     def task_logit(self, x: torch.Tensor, task: int,
                    layer_masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
