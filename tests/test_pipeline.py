@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["DVC_NO_ANALYTICS"] = "1"
+    env["MPLBACKEND"] = "Agg"  # as CI sets it: the report must not depend on the backend
     return env
 
 
@@ -61,6 +63,14 @@ def _stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def _report_images(project: Path) -> int:
+    """How many PNG outputs the executed report notebook holds (under any matplotlib backend:
+    the environment may set MPLBACKEND=Agg, as CI does)."""
+    notebook = json.loads((project / "results/report/report_census.ipynb").read_text())
+    return sum("image/png" in output.get("data", {})
+               for cell in notebook["cells"] for output in cell.get("outputs", []))
+
+
 @pytest.mark.slow
 def test_dvc_repro_reruns_only_the_edited_model(project_copy: Path):
     first = _stages_run(_run(["dvc", "repro"], project_copy))
@@ -72,6 +82,7 @@ def test_dvc_repro_reruns_only_the_edited_model(project_copy: Path):
                           "ablation_census", "em_report_census", "tsne_census", "report_census"}
     assert first == expected
     assert (project_copy / "results/tables/table2_census.tex").is_file()
+    assert _report_images(project_copy) == 4  # curves, ablation, EM labels, t-SNE
     assert _stages_run(_run(["dvc", "repro"], project_copy)) == set()  # nothing changed
 
     params = yaml.safe_load((project_copy / "params.yaml").read_text())
