@@ -7,9 +7,9 @@ order) through vmap(functional_call(...)): one batched matmul per layer instead 
 Printed: samples/s per seed of S solo models stepped one after another vs the stacked model, the
 speed-up, and the largest difference between a stacked seed's loss after the steps and its solo run
 (batched matmuls sum in another order, so the two are close, not bit-identical). The stacked path
-uses plain-op versions of layers.lookup, layers.mix and layers.linear (their autograd Functions have
-no vmap rule), so it runs torch's batched matmul (MKL) while the solo models run the pipeline's
-default dense-layer kernels (oneDNN on the CPU).
+uses plain-op versions of layers.lookup, layers.mix, the L2 term and the dense layers (their
+autograd Functions have no vmap rule), so it runs torch's batched matmul (MKL) while the solo models
+run the pipeline's default dense-layer kernels (oneDNN on the CPU).
 
 Usage: python benchmarks/bench_stacked_seeds.py [--model mmoe] [--seeds 5] [--threads 1]
 """
@@ -27,7 +27,7 @@ from bench_throughput import census_splits  # the same Census splits as the thro
 from torch.func import functional_call, stack_module_state, vmap
 
 from mtlrec.config import load_params
-from mtlrec.kernels import torch_linear
+from mtlrec.kernels import set_cpu_linear
 from mtlrec.models import build_model, layers
 from mtlrec.models.layers import FeatureSpec, multitask_bce
 
@@ -43,6 +43,14 @@ class LossOf(torch.nn.Module):
 
     def forward(self, dense, sparse, labels):
         return multitask_bce(self.model(dense, sparse), labels) + self.model.l2_penalty()
+
+
+class PlainL2:
+    """The L2 term through its plain ops (`layers.l2_value`), in place of its autograd node."""
+
+    @staticmethod
+    def apply(reg_emb: float, reg_dnn: float, n_tables: int, *tensors: torch.Tensor):
+        return layers.l2_value(reg_emb, reg_dnn, tensors[:n_tables], tensors[n_tables:])
 
 
 def main() -> None:
@@ -86,10 +94,12 @@ def main() -> None:
     batched = vmap(one, in_dims=(0, 0, None, None, None))
 
     def run_stacked() -> list[float]:
-        # our two custom autograd Functions have no vmap rule: plain-op versions for this path
+        # our custom autograd Functions have no vmap rule: plain-op versions for this path
         layers.lookup = lambda table, index: torch.nn.functional.embedding(index, table)
-        layers.mix = lambda weights, choices: (weights.unsqueeze(-1) * choices).sum(1)
-        layers.linear = torch_linear  # plain ops, which vmap can batch
+        layers.mix = lambda weights, choices: (
+            weights.unsqueeze(-1) * torch.stack(list(choices), dim=1)).sum(1)
+        layers._L2Penalty = PlainL2
+        set_cpu_linear("torch")  # linear and linear_stack as plain ops, which vmap can batch
         optimizer = torch.optim.Adam(list(weights.values()), lr=1e-3, fused=True)
         for idx in batches:
             losses = batched(weights, buffers, train.dense[idx], train.sparse[idx],
