@@ -48,3 +48,20 @@ def test_tsne_figure_from_checkpoints(tmp_path, encoded_census, base_params):
     _save_models(params, encoded_census, tmp_path / "runs", 5)
     make_tsne(params, encoded_census, tmp_path / "runs", tmp_path / "figures")
     assert (tmp_path / "figures" / "tsne_census.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_tsne_figure_does_not_depend_on_the_callers_thread_limit(tmp_path, encoded_census,
+                                                                  base_params):
+    """report.tsne.threads fixes the t-SNE's threads: the same figure whatever the environment
+    allows (its Barnes-Hut sums depend on the thread count)."""
+    from threadpoolctl import threadpool_limits
+
+    params = copy.deepcopy(base_params)
+    params["train"]["seeds"] = [5]
+    params["report"]["tsne"].update(n_rows=60, threads=2)
+    _save_models(params, encoded_census, tmp_path / "runs", 5)
+    make_tsne(params, encoded_census, tmp_path / "runs", tmp_path / "free")
+    with threadpool_limits(limits=1):
+        make_tsne(params, encoded_census, tmp_path / "runs", tmp_path / "limited")
+    figure = "tsne_census.png"
+    assert (tmp_path / "free" / figure).read_bytes() == (tmp_path / "limited" / figure).read_bytes()

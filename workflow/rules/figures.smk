@@ -41,7 +41,7 @@ rule tsne:
     params:
         section=REPORT["tsne"],
         data=f"{OUT}data/encoded/{REPORT['tsne']['dataset']}",
-    threads: 2
+    threads: REPORT["tsne"]["threads"]  # the t-SNE runs exactly this many (its result depends on it)
     log:
         f"{OUT}logs/tsne.log",
     shell:

@@ -4,6 +4,10 @@ As the official analysis script (design/mptrec-spec.md section 7): the first `n_
 the shared expert's output h_share and each task's specific expert output h_spec_k (before the task
 embedding), embedded together by sklearn's TSNE with a fixed random_state. For PLE the shared and
 task-specific experts of the last CGC level play these roles. Reads checkpoints, never trains.
+
+The Barnes-Hut gradient sums over OpenMP threads, so the embedding (and the figure's bytes) depend
+on the thread count: `report.tsne.threads` fixes it (left to the machine, a 16-core machine would
+draw another figure than a 2-core one from the same checkpoints).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 
 from mtlrec.config import resolve_model
 from mtlrec.data.batches import load_splits
@@ -71,8 +76,9 @@ def make_tsne(params: dict[str, Any], data_dir: Path, runs_root: Path, figures: 
         reps = representations(model, train.dense, train.sparse, tasks)
         points = np.concatenate(list(reps.values()))
         perplexity = min(cfg["perplexity"], (len(points) - 1) / 3)
-        embedded = TSNE(n_components=2, perplexity=perplexity, init="pca",
-                        random_state=cfg["random_state"]).fit_transform(points)
+        with threadpool_limits(limits=cfg["threads"]):  # OpenMP and BLAS: a fixed count
+            embedded = TSNE(n_components=2, perplexity=perplexity, init="pca",
+                            random_state=cfg["random_state"]).fit_transform(points)
         for i, name in enumerate(reps):
             part = embedded[i * n:(i + 1) * n]
             ax.scatter(part[:, 0], part[:, 1], s=1.5, alpha=0.5, label=name)
