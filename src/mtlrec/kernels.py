@@ -101,32 +101,12 @@ def _backward_products(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
     return grad_x, grad_w, grad_b
 
 
-class _OneDnnLinear(torch.autograd.Function):
-    """y = x W^T + b (then ReLU when `relu`) with oneDNN products forward and backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                relu: bool) -> torch.Tensor:
-        # x [B, in], weight [out, in], bias [out] -> [B, out]
-        x, weight, out = _forward_product(x, weight, bias, relu)
-        ctx.save_for_backward(x, weight, out if relu else None)
-        ctx.has_bias = bias is not None
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        x, weight, out = ctx.saved_tensors
-        needs = ctx.needs_input_grad
-        return (*_backward_products(grad, x, weight, out,
-                                    (needs[0], needs[1], ctx.has_bias and needs[2])), None)
-
-
 class _OneDnnStack(torch.autograd.Function):
     """A stack of dense layers as one autograd node: layer i is y = x W_i^T + b_i, ReLU'd when
-    relus[i]. Each layer runs exactly `_OneDnnLinear`'s products (so the same bits as a chain of
-    `linear` calls); one node instead of one per layer saves the per-node cost of the autograd
-    engine, which at the paper's sizes is a sizeable part of a training step."""
+    relus[i], its forward and backward products through `_forward_product` /
+    `_backward_products`; one node instead of one per layer saves the per-node cost of the autograd
+    engine, which at the paper's sizes is a sizeable part of a training step. A single layer
+    (`linear`) is a stack of one."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, relus: tuple[bool, ...], *weights_and_biases):
@@ -162,13 +142,7 @@ def _onednn_applies(x: torch.Tensor) -> bool:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            relu: bool = False) -> torch.Tensor:
     """x [..., in], weight [out, in], bias [out] -> x W^T + b [..., out], ReLU'd when `relu`."""
-    if not _onednn_applies(x):
-        return torch_linear(x, weight, bias, relu)
-    if x.dim() == 2:
-        return _OneDnnLinear.apply(x, weight, bias, relu)
-    lead = x.shape[:-1]
-    out = _OneDnnLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias, relu)
-    return out.reshape(*lead, weight.shape[0])
+    return linear_stack(x, [(weight, bias, relu)])
 
 
 def linear_stack(x: torch.Tensor, layers: Sequence[tuple[torch.Tensor, torch.Tensor | None, bool]]

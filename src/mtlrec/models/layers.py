@@ -60,9 +60,6 @@ class FeatureEmbedding(nn.Module):
         embedded = lookup(self.table.weight, sparse + self.offsets)  # [B, n_sparse, E]
         return torch.cat([dense, embedded.flatten(1)], dim=1)
 
-    def l2(self) -> torch.Tensor:
-        return self.table.weight.pow(2).sum() / 2
-
 
 class _Lookup(torch.autograd.Function):
     """Embedding lookup whose backward is one `index_add_` in row order: the same bits as
