@@ -12,6 +12,7 @@ import yaml
 
 from mtlrec.data.encode import encode_census
 from mtlrec.data.sources import fetch
+from mtlrec.provenance import use_deterministic_cuda_kernels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,6 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 def device_under_test() -> torch.device:
     """Tests run on $MTLREC_TEST_DEVICE (default cpu), so the suite runs unchanged on a GPU."""
     return torch.device(os.environ.get("MTLREC_TEST_DEVICE", "cpu"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def deterministic_gpu_kernels() -> None:
+    """On a GPU the suite runs with the kernels a training run uses there (deterministic ones)."""
+    if device_under_test().type == "cuda":
+        use_deterministic_cuda_kernels()
 
 
 @pytest.fixture(scope="session")

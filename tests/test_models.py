@@ -203,3 +203,21 @@ def test_embedding_lookup_gives_the_bits_of_nn_embedding(rows):
         assert torch.equal(grads[0][1], grads[1][1])
     else:
         assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)
+
+
+def test_embedding_gradient_is_the_same_twice_on_the_device():
+    """Repeated codes sum into one row; on a GPU that sum must not depend on thread timing (the
+    suite runs there with deterministic kernels, as a GPU training run does)."""
+    from mtlrec.models.layers import lookup
+
+    g = torch.Generator().manual_seed(0)
+    device = device_under_test()
+    table = torch.randn(517, 4, generator=g).to(device)
+    index = torch.randint(0, 3, (8192, 29), generator=g).to(device)  # ~80k adds per row
+    upstream = torch.randn(8192, 29, 4, generator=g).to(device)
+    grads = []
+    for _ in range(2):
+        weight = table.clone().requires_grad_()
+        lookup(weight, index).backward(upstream)
+        grads.append(weight.grad)
+    assert torch.equal(grads[0], grads[1])

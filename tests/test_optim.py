@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import device_under_test
 
 from mtlrec.train.optim import LeanAdam
 
@@ -13,7 +14,8 @@ from mtlrec.train.optim import LeanAdam
 def _params(seed: int) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
     shapes = [(64, 33), (64,), (7, 5), (1,), (300, 4)]
-    return [torch.nn.Parameter(torch.randn(*s, generator=gen)) for s in shapes]
+    return [torch.nn.Parameter(torch.randn(*s, generator=gen).to(device_under_test()))
+            for s in shapes]
 
 
 def _run(optimizer_cls, steps: int = 25, **kwargs) -> tuple[list[torch.Tensor], dict]:
@@ -24,7 +26,7 @@ def _run(optimizer_cls, steps: int = 25, **kwargs) -> tuple[list[torch.Tensor], 
         optimizer.zero_grad(set_to_none=True)
         for i, p in enumerate(params):
             if (step + i) % 4 != 3:  # some parameters sit some steps out (grad None)
-                p.grad = torch.randn(p.shape, generator=gen)
+                p.grad = torch.randn(p.shape, generator=gen).to(p.device)
         optimizer.step()
     return [p.detach().clone() for p in params], optimizer.state_dict()
 

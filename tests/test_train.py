@@ -64,3 +64,12 @@ def test_early_stopping_stops_and_restores_the_best(encoded_census, tiny_params)
     # with a vanishing learning rate nothing improves after epoch 1: stop at 1 + patience
     assert state.stopped_early and state.epoch == 3 and state.best_epoch == 1
     assert all(torch.equal(v, state.best_state[k]) for k, v in model.state_dict().items())
+
+
+def test_deterministic_kernels_are_asked_for_on_a_gpu_only(tmp_path, encoded_census, tiny_params):
+    """CPU runs keep torch's default kernels (their bits are the committed results'); a GPU run
+    asks for deterministic ones (its embedding gradient would otherwise sum with atomics)."""
+    from mtlrec.train.setup import start_run
+
+    _, device = start_run(tiny_params["train"], tiny_params["runtime"], 7, encoded_census)
+    assert torch.are_deterministic_algorithms_enabled() == (device.type == "cuda")

@@ -82,7 +82,11 @@ class _Lookup(torch.autograd.Function):
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """table [V, E], index [...] -> [..., E]: an embedding lookup (dense gradient)."""
+    """table [V, E], index [...] -> [..., E]: an embedding lookup (dense gradient). On a GPU,
+    torch's own backward (sort-based, deterministic) beats `index_add_`, whose deterministic
+    variant (the one a GPU run asks for) is slow there."""
+    if table.is_cuda:
+        return F.embedding(index, table)
     return _Lookup.apply(table, index)
 
 

@@ -9,17 +9,19 @@ import torch
 
 from mtlrec.data.batches import Splits, load_splits
 from mtlrec.kernels import set_cpu_linear
-from mtlrec.provenance import resolve_device, set_seed
+from mtlrec.provenance import resolve_device, set_seed, use_deterministic_cuda_kernels
 
 
 def start_run(train_params: dict[str, Any], runtime: dict[str, Any], seed: int,
               data_dir: Path) -> tuple[Splits, torch.device]:
-    """Set torch's threads, the dense layers' CPU kernels and every RNG from `seed`, then load the
-    seed's train/val/test split onto the device of `runtime` (a model built right after starts
-    from the seed's weights)."""
+    """Set torch's threads, the dense layers' CPU kernels (deterministic kernels on a GPU) and every
+    RNG from `seed`, then load the seed's train/val/test split onto the device of `runtime` (a
+    model built right after starts from the seed's weights)."""
     torch.set_num_threads(runtime["num_threads"])
     set_cpu_linear(runtime["cpu_linear"])
     device = resolve_device(runtime["device"])
+    if device.type == "cuda":
+        use_deterministic_cuda_kernels()
     set_seed(seed)
     splits = load_splits(data_dir, train_params["tasks"], seed, train_params["val_fraction"])
     for name in ("train", "val", "test"):
