@@ -8,18 +8,25 @@ References:
   divided by the FLOPs of one training sample (torch.utils.flop_counter: forward + backward) it
   is the samples/second a perfect implementation would reach;
 - torch-rechub 0.9.0 (optional: `make install-bench`): its MMOE/PLE with the same sizes (its MMOE
-  for the MPT-Rec row), fed once by our index batching ("model only") and once through its
-  TorchDataset + DataLoader ("library path").
+  for the MPT-Rec row), fed once by our index batching ("model only"), once through its
+  TorchDataset + DataLoader with a plain loop ("library path"), and once trained as the library
+  trains it: its `MTLTrainer.train_one_epoch` on that DataLoader, with the same L2 terms as ours
+  ("trainer", the reference design/toolchain.md and the speed issue quote).
 Our side runs each model's own `train_step`, as the training loop does, once per dense-layer kernel
 setting in `--kernels` (onednn = the pipeline's default; torch = F.linear, the code before it).
 
+`--device cuda` times the same models on a GPU (data on the GPU, synchronised timers; the ceiling
+is a fp32 torch.mm there, TF32 off); torch-rechub and the kernel settings are CPU-only columns.
+
 Usage: python benchmarks/bench_throughput.py [--threads N] [--repeats 2] [--steps 150]
-       [--kernels onednn,torch]
+       [--kernels onednn,torch] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,13 +58,21 @@ def census_splits(workdir: Path):
     return load_splits(workdir / "enc", ["income", "marital"], seed=1, val_fraction=0.5)
 
 
+def synchronize() -> None:
+    """Wait for queued GPU work (a no-op on the CPU), so a timer measures finished work."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def time_it(fn: Callable[[], int], repeats: int) -> float:
     """Best-of-`repeats` samples/second of fn (which returns how many samples it processed)."""
     fn()  # warm-up
     rates = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         n = fn()
+        synchronize()
         rates.append(n / (time.perf_counter() - start))
     return max(rates)
 
@@ -135,9 +150,10 @@ def flops_per_training_sample(model, data: TensorSplit, batch: int) -> float:
 
 
 def matmul_gflops(repeats: int, size: int = 1024, iters: int = 40,
-                  kernel: str = "torch") -> float:
-    """fp32 GFLOP/s of a size x size matmul through torch.mm (kernel='torch', MKL) or oneDNN."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+                  kernel: str = "torch", device: str = "cpu") -> float:
+    """fp32 GFLOP/s of a size x size matmul through torch.mm (kernel='torch': MKL on the CPU,
+    cuBLAS on a GPU) or oneDNN."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     if kernel == "onednn":
         def product():  # a @ b.T through oneDNN, as mtlrec.kernels runs it
             return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
@@ -154,8 +170,11 @@ def matmul_gflops(repeats: int, size: int = 1024, iters: int = 40,
     return per_second * 2 * size**3 / 1e9
 
 
-def fp32_ceiling(repeats: int) -> tuple[float, dict[str, float]]:
+def fp32_ceiling(repeats: int, device: str = "cpu") -> tuple[float, dict[str, float]]:
     """(the machine's fp32 matmul GFLOP/s = the best kernel's, {kernel: GFLOP/s})."""
+    if device != "cpu":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 products, as the models run them
+        return (gflops := matmul_gflops(repeats, size=8192, device=device)), {"cublas": gflops}
     measured = {"mkl": matmul_gflops(repeats)}
     if torch.backends.mkldnn.is_available():
         measured["onednn"] = matmul_gflops(repeats, kernel="onednn")
@@ -189,6 +208,31 @@ def rechub(name: str, schema: dict, params: dict):
     return model, as_dict
 
 
+def rechub_trainer_path(model, data: TensorSplit, names, batch: int, steps: int, cfg: dict):
+    """As the library trains it: `MTLTrainer.train_one_epoch` (per-task losses, its L2 term with
+    our coefficients, Adam without weight decay as ours, its progress bar) on its DataLoader."""
+    from torch_rechub.trainers import MTLTrainer
+    from torch_rechub.utils.data import TorchDataset
+
+    n = steps * batch
+    x = {name: torch.cat([data.dense, data.sparse.float()], 1)[:n, i].numpy()
+         for i, name in enumerate(names)}
+    loader = torch.utils.data.DataLoader(TorchDataset(x, data.labels[:n].numpy()),
+                                         batch_size=batch, shuffle=False)
+    trainer = MTLTrainer(model, ["classification"] * 2,
+                         optimizer_params={"lr": 1e-3, "weight_decay": 0.0},
+                         regularization_params={"embedding_l2": cfg["reg_emb"],
+                                                "dense_l2": cfg["reg_dnn"]})
+
+    def run() -> int:
+        sink = io.StringIO()  # its progress bar and loss print, kept off the table
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            trainer.train_one_epoch(loader)
+        return n
+
+    return run
+
+
 def rechub_library_path(model, data: TensorSplit, names, batch: int, steps: int):
     """Its usual input path: TorchDataset of per-feature arrays + DataLoader + default collate."""
     from torch_rechub.utils.data import TorchDataset
@@ -219,24 +263,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="training steps per measurement")
     parser.add_argument("--kernels", default="onednn,torch",
                         help="comma-separated runtime.cpu_linear settings to measure ours with")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     args = parser.parse_args()
-    kernel_settings = args.kernels.split(",")
+    on_gpu = args.device != "cpu"
+    kernel_settings = ["default"] if on_gpu else args.kernels.split(",")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     params = load_params([REPO / "params.yaml"])
     with tempfile.TemporaryDirectory() as tmp:
         splits = census_splits(Path(tmp))
-    train, test = splits.train, splits.test
+    train, test = splits.train.to(args.device), splits.test.to(args.device)
     try:
         import torch_rechub  # noqa: F401
 
-        have_rechub = True
+        have_rechub = not on_gpu
     except ImportError:
         have_rechub = False
         print("torch-rechub not installed (make install-bench): its columns are skipped")
 
-    gflops, by_kernel = fp32_ceiling(args.repeats)
-    print(f"threads {args.threads}; fp32 matmul ceiling {gflops:.1f} GFLOP/s ("
+    gflops, by_kernel = fp32_ceiling(args.repeats, args.device)
+    where = torch.cuda.get_device_name(args.device) if on_gpu else "cpu"
+    print(f"device {where}; threads {args.threads}; fp32 matmul ceiling {gflops:.1f} GFLOP/s ("
           + ", ".join(f"{k} {v:.1f}" for k, v in by_kernel.items())
           + f"); train rows {len(train)}, inference rows {len(test)}")
     print(f"{'model':7} {'kernels':7} {'batch':>5} {'MFLOP/sample':>12} {'train/s':>9} "
@@ -247,9 +294,10 @@ def main() -> None:
             steps = max(20, args.steps * 256 // batch)
             ours_by_kernels = {}
             for kernels in kernel_settings:
-                set_cpu_linear(kernels)
+                if not on_gpu:
+                    set_cpu_linear(kernels)
                 torch.manual_seed(0)
-                model = build_model(name, features, 2, params["models"][name])
+                model = build_model(name, features, 2, params["models"][name]).to(args.device)
                 flops = flops_per_training_sample(model, train, batch)
                 ceiling = gflops * 1e9 / flops
                 ours = time_it(ours_train_fn(model, train, batch, steps), args.repeats)
@@ -269,9 +317,12 @@ def main() -> None:
                 names = splits.schema["dense"] + [f["name"] for f in splits.schema["sparse"]]
                 rh_lib = time_it(rechub_library_path(rh_model, train, names, batch, steps),
                                  args.repeats)
+                rh_cfg = params["models"][RECHUB_REFERENCE[name]]
+                rh_trainer = time_it(rechub_trainer_path(rh_model, train, names, batch, steps,
+                                                         rh_cfg), args.repeats)
                 print(f"{name:7} {'rechub':7} {batch:5d}  model only {rh:.0f}/s, library path "
-                      f"{rh_lib:.0f}/s; ours/rechub: " + ", ".join(
-                          f"{k} {v / rh:.2f}x / {v / rh_lib:.2f}x"
+                      f"{rh_lib:.0f}/s, trainer {rh_trainer:.0f}/s; ours/rechub: " + ", ".join(
+                          f"{k} {v / rh:.2f}x / {v / rh_lib:.2f}x / {v / rh_trainer:.2f}x"
                           for k, v in ours_by_kernels.items()), flush=True)
             if len(ours_by_kernels) > 1:
                 first, *others = kernel_settings
