@@ -208,17 +208,24 @@ def rechub(name: str, schema: dict, params: dict):
     return model, as_dict
 
 
+def rechub_loader(data: TensorSplit, names, batch: int, n: int) -> torch.utils.data.DataLoader:
+    """torch-rechub's input path over the first n rows: its TorchDataset of per-feature arrays,
+    a DataLoader with the default collate, in row order."""
+    from torch_rechub.utils.data import TorchDataset
+
+    x = {name: torch.cat([data.dense, data.sparse.float()], 1)[:n, i].numpy()
+         for i, name in enumerate(names)}
+    return torch.utils.data.DataLoader(TorchDataset(x, data.labels[:n].numpy()),
+                                       batch_size=batch, shuffle=False)
+
+
 def rechub_trainer_path(model, data: TensorSplit, names, batch: int, steps: int, cfg: dict):
     """As the library trains it: `MTLTrainer.train_one_epoch` (per-task losses, its L2 term with
     our coefficients, Adam without weight decay as ours, its progress bar) on its DataLoader."""
     from torch_rechub.trainers import MTLTrainer
-    from torch_rechub.utils.data import TorchDataset
 
     n = steps * batch
-    x = {name: torch.cat([data.dense, data.sparse.float()], 1)[:n, i].numpy()
-         for i, name in enumerate(names)}
-    loader = torch.utils.data.DataLoader(TorchDataset(x, data.labels[:n].numpy()),
-                                         batch_size=batch, shuffle=False)
+    loader = rechub_loader(data, names, batch, n)
     trainer = MTLTrainer(model, ["classification"] * 2,
                          optimizer_params={"lr": 1e-3, "weight_decay": 0.0},
                          regularization_params={"embedding_l2": cfg["reg_emb"],
@@ -235,13 +242,8 @@ def rechub_trainer_path(model, data: TensorSplit, names, batch: int, steps: int,
 
 def rechub_library_path(model, data: TensorSplit, names, batch: int, steps: int):
     """Its usual input path: TorchDataset of per-feature arrays + DataLoader + default collate."""
-    from torch_rechub.utils.data import TorchDataset
-
     n = steps * batch
-    x = {name: torch.cat([data.dense, data.sparse.float()], 1)[:n, i].numpy()
-         for i, name in enumerate(names)}
-    loader = torch.utils.data.DataLoader(TorchDataset(x, data.labels[:n].numpy()),
-                                         batch_size=batch, shuffle=False)
+    loader = rechub_loader(data, names, batch, n)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def run() -> int:

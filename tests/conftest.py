@@ -12,7 +12,7 @@ import yaml
 
 from mtlrec.data.encode import encode_census
 from mtlrec.data.sources import fetch
-from mtlrec.provenance import use_deterministic_cuda_kernels
+from mtlrec.provenance import use_deterministic_kernels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,8 +25,7 @@ def device_under_test() -> torch.device:
 @pytest.fixture(scope="session", autouse=True)
 def deterministic_gpu_kernels() -> None:
     """On a GPU the suite runs with the kernels a training run uses there (deterministic ones)."""
-    if device_under_test().type == "cuda":
-        use_deterministic_cuda_kernels()
+    use_deterministic_kernels(device_under_test())
 
 
 @pytest.fixture(scope="session")

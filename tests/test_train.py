@@ -68,7 +68,7 @@ def test_early_stopping_stops_and_restores_the_best(encoded_census, tiny_params)
 
 def test_deterministic_kernels_are_asked_for_on_a_gpu_only(tmp_path, encoded_census, tiny_params):
     """CPU runs keep torch's default kernels (their bits are the committed results'); a GPU run
-    asks for deterministic ones (its embedding gradient would otherwise sum with atomics)."""
+    asks for deterministic ones (torch's atomics-based sums would otherwise vary run to run)."""
     from mtlrec.train.setup import start_run
 
     _, device = start_run(tiny_params["train"], tiny_params["runtime"], 7, encoded_census)

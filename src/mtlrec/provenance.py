@@ -31,11 +31,13 @@ def set_seed(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def use_deterministic_cuda_kernels() -> None:
-    """On a GPU, make torch pick deterministic kernels (or fail loudly where it has none): the
-    embedding's gradient (`index_add_`) otherwise sums with atomics in a varying order, so two runs
-    of one seed would differ. cuBLAS needs a fixed workspace for that, set before its first call.
-    CPU runs are deterministic without it and are left alone (their bits must not change)."""
+def use_deterministic_kernels(device: torch.device) -> None:
+    """On a GPU, make torch pick deterministic kernels (or fail loudly where it has none): its
+    atomics-based sums (index_add_, scatter_add_, ...) otherwise add in a varying order, so two
+    runs of one seed could differ. cuBLAS needs a fixed workspace for that, set before its first
+    call. CPU runs are deterministic without it and are left alone (their bits must not change)."""
+    if device.type != "cuda":
+        return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
 

@@ -9,7 +9,7 @@ import torch
 
 from mtlrec.data.batches import Splits, load_splits
 from mtlrec.kernels import set_cpu_linear
-from mtlrec.provenance import resolve_device, set_seed, use_deterministic_cuda_kernels
+from mtlrec.provenance import resolve_device, set_seed, use_deterministic_kernels
 
 
 def start_run(train_params: dict[str, Any], runtime: dict[str, Any], seed: int,
@@ -20,8 +20,7 @@ def start_run(train_params: dict[str, Any], runtime: dict[str, Any], seed: int,
     torch.set_num_threads(runtime["num_threads"])
     set_cpu_linear(runtime["cpu_linear"])
     device = resolve_device(runtime["device"])
-    if device.type == "cuda":
-        use_deterministic_cuda_kernels()
+    use_deterministic_kernels(device)
     set_seed(seed)
     splits = load_splits(data_dir, train_params["tasks"], seed, train_params["val_fraction"])
     for name in ("train", "val", "test"):
