@@ -1,12 +1,14 @@
 import json
 
+import pytest
 import torch
 from conftest import device_under_test
 
 from mtlrec.data.batches import load_splits
+from mtlrec.errors import MtlrecError
 from mtlrec.models import build_model
 from mtlrec.models.layers import FeatureSpec
-from mtlrec.provenance import set_seed
+from mtlrec.provenance import resolve_device, set_seed
 from mtlrec.train.loop import TrainConfig, fit
 from mtlrec.train.run import run_training
 
@@ -73,3 +75,10 @@ def test_deterministic_kernels_are_asked_for_on_a_gpu_only(tmp_path, encoded_cen
 
     _, device = start_run(tiny_params["train"], tiny_params["runtime"], 7, encoded_census)
     assert torch.are_deterministic_algorithms_enabled() == (device.type == "cuda")
+
+
+def test_a_device_the_machine_lacks_is_a_one_line_error():
+    with pytest.raises(MtlrecError, match="runtime.device is 'cuda:99'"):
+        resolve_device("cuda:99")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtlrec.errors import MtlrecError
 from mtlrec.kernels import cpu_linear
 
 TRACKED_PACKAGES = ("mtlrec", "torch", "numpy", "pandas", "pyarrow", "scikit-learn")
@@ -43,10 +44,20 @@ def use_deterministic_kernels(device: torch.device) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, else CPU; anything else is taken as given."""
+    """'auto' picks CUDA when present, else CPU; anything else is taken as given, once this
+    machine is known to have it (else a one-line error, not torch's traceback mid-run)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise MtlrecError(f"runtime.device is '{name}', but this machine has "
+                              f"{count} CUDA device(s); use 'auto' or 'cpu'")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise MtlrecError(f"runtime.device is '{name}', but MPS is not available here; "
+                          "use 'auto' or 'cpu'")
+    return device
 
 
 def git_commit() -> str:
