@@ -1,12 +1,15 @@
 """Command line: the one entry point that every Snakemake rule and DVC stage calls.
 
-    mtlrec fetch  census --params params.yaml --out data/raw/census
-    mtlrec encode census --params params.yaml --raw data/raw/census --out data/encoded/census
-    mtlrec masks  --params params.yaml --seed 1 --data data/encoded/census --out DIR
-    mtlrec train  --params params.yaml --model mmoe --seed 1 --data data/encoded/census --out DIR
-                  [--masks DIR/masks.pt]   (Sparse Sharing, CSRec)
-    mtlrec table  table2 --params params.yaml --runs runs --out results/tables
+    mtlrec fetch  DATASET --params params.yaml --out data/raw/DATASET
+    mtlrec encode DATASET --params params.yaml --raw data/raw/DATASET --out data/encoded/DATASET
+    mtlrec masks  --params params.yaml --experiment EXP --seed 1 --data data/encoded/DATASET
+                  --out DIR
+    mtlrec train  --params params.yaml --experiment EXP --model mmoe --seed 1
+                  --data data/encoded/DATASET --out DIR [--masks DIR/masks.pt]  (masked models)
+    mtlrec table  table2 --params params.yaml --experiment EXP --runs runs --out results/tables
+    mtlrec report ablation|em|tsne --params params.yaml --experiment EXP --runs runs ...
     mtlrec check  --params params.yaml [--params overlay.yaml]
+    mtlrec dag    dvc --params params.yaml [--out dvc.yaml]   (writes dvc.yaml from the DAG)
 
 `--params` may be given several times: later files overlay earlier ones. Errors in data or params
 print one line (no traceback) and exit with status 2.
@@ -39,10 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p = add("masks", "per-task subnetwork masks by iterative magnitude pruning")
+    p.add_argument("--experiment", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p = add("train", "train one model with one seed")
+    p.add_argument("--experiment", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--data", type=Path, required=True)
@@ -50,15 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", type=Path, help="masks.pt of `mtlrec masks` (masked models)")
     p = add("table", "render a results table from metrics.json files")
     p.add_argument("table", choices=["table2"])
+    p.add_argument("--experiment", required=True)
     p.add_argument("--runs", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p = add("report", "ablation table and plot, EM label history, or t-SNE figure")
     p.add_argument("kind", choices=["ablation", "em", "tsne"])
+    p.add_argument("--experiment", required=True)
     p.add_argument("--runs", type=Path, required=True)
     p.add_argument("--tables", type=Path, required=True)
     p.add_argument("--figures", type=Path, required=True)
     p.add_argument("--data", type=Path, help="encoded data folder (t-SNE)")
     add("check", "validate params files and print the merged result")
+    p = add("dag", "write the pipeline DAG in another tool's format")
+    p.add_argument("format", choices=["dvc"])
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
     return parser
 
 
@@ -67,65 +77,71 @@ def _dispatch(args: argparse.Namespace) -> None:
 
     params = load_params(args.params or ["params.yaml"])
     if args.command == "fetch":
-        from mtlrec.data.sources import fetch
+        from mtlrec.data.datasets import fetch_dataset
 
-        section = params["data"].get(args.dataset)
-        if section is None:
-            raise MtlrecError(f"unknown dataset '{args.dataset}' (known: {sorted(params['data'])})")
-        for path in fetch(args.dataset, args.out, section["mirror"]):
+        for path in fetch_dataset(params, args.dataset, args.out):
             print(f"verified {path}")
     elif args.command == "encode":
-        from mtlrec.data.encode import encode_census
+        from mtlrec.data.datasets import encode_dataset
 
-        if args.dataset != "census":
-            raise MtlrecError(f"encode: dataset '{args.dataset}' is not supported yet")
-        cfg = params["data"]["census"]
-        schema = encode_census(args.raw, args.out, cfg["fit_encoders_on"], cfg["max_train_rows"],
-                               cfg["max_test_rows"])
+        schema = encode_dataset(params, args.dataset, args.raw, args.out)
         print(f"encoded {schema['rows']} rows, {len(schema['sparse'])} sparse + "
               f"{len(schema['dense'])} dense fields -> {args.out}")
     elif args.command == "train":
         from mtlrec.train.run import run_training
 
-        metrics = run_training(params, args.model, args.seed, args.data, args.out, args.masks)
-        aucs = ", ".join(f"{t} {v:.4f}" for t, v in metrics["test_auc"].items())
+        metrics = run_training(params, args.experiment, args.model, args.seed, args.data,
+                               args.out, args.masks)
+        scores = metrics[f"test_{metrics['metric']}"]
+        aucs = ", ".join(f"{t} {v:.4f}" for t, v in scores.items())
         best = metrics["best_epoch"]
-        print(f"{args.model} seed={args.seed}: test AUC {aucs} (best epoch {best})")
+        print(f"{args.model} seed={args.seed}: test {metrics['metric']} {aucs} "
+              f"(best epoch {best})")
     elif args.command == "masks":
         from mtlrec.train.pruning import find_masks
 
-        result = find_masks(params, args.seed, args.data, args.out)
+        result = find_masks(params, args.experiment, args.seed, args.data, args.out)
         rates = ", ".join(f"{t} {r:.0%}" for t, r in result["kept_prune_rate"].items())
         print(f"masks seed={args.seed}: pruned {rates}; shared by all tasks "
               f"{result['overlap_share']:.0%} -> {args.out}")
     elif args.command == "table":
         from mtlrec.report.tables import make_table2
 
-        make_table2(params, args.runs, args.out)
-        print(f"wrote {args.out}/table2_{params['report']['table2']['dataset']}.{{tex,md,csv}}")
+        make_table2(params, args.experiment, args.runs, args.out)
+        print(f"wrote {args.out}/table2_{args.experiment}.{{tex,md,csv}}")
     elif args.command == "report":
         _report(args, params)
     elif args.command == "check":
         import yaml
 
         print(yaml.safe_dump(params, sort_keys=False), end="")
+    elif args.command == "dag":
+        from mtlrec.workflow import render_dvc_yaml
+
+        text = render_dvc_yaml(params)
+        if args.out is None:
+            print(text, end="")
+        else:
+            from mtlrec.provenance import write_text_atomic
+
+            write_text_atomic(args.out, text)
 
 
 def _report(args: argparse.Namespace, params: dict) -> None:
     if args.kind == "ablation":
         from mtlrec.report.figures import make_ablation
 
-        make_ablation(params, args.runs, args.tables, args.figures)
+        make_ablation(params, args.experiment, args.runs, args.tables, args.figures)
     elif args.kind == "em":
         from mtlrec.report.figures import make_em_report
 
-        make_em_report(params, args.runs, args.tables, args.figures)
+        make_em_report(params, args.experiment, args.runs, args.tables, args.figures)
     else:
         from mtlrec.report.tsne import make_tsne
 
         if args.data is None:
             raise MtlrecError("report tsne needs --data (the encoded data folder)")
-        make_tsne(params, args.data, args.runs, args.figures)
+        make_tsne(params, args.experiment, args.data, args.runs, args.figures)
     print(f"wrote the {args.kind} report")
 
 

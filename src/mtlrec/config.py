@@ -84,9 +84,45 @@ def resolve_model(params: Mapping[str, Any], run_name: str) -> tuple[str, dict[s
     return base, deep_merge(params["models"][base], variant["set"])
 
 
+REPORT_KINDS = ("table2", "ablation", "em", "tsne")
+
+
+def report_runs(report: Mapping[str, Any]) -> dict[str, list[str]]:
+    """report kind -> the run names (models or variants) it reads, for one experiment's report."""
+    runs: dict[str, list[str]] = {}
+    if "table2" in report:
+        runs["table2"] = list(report["table2"]["models"])
+    if "ablation" in report:
+        runs["ablation"] = list(report["ablation"]["models"])
+    if "em" in report:
+        runs["em"] = [report["em"]["model"]]
+    if "tsne" in report:
+        runs["tsne"] = list(report["tsne"]["models"])
+    return runs
+
+
+def experiment_runs(params: Mapping[str, Any], experiment: str) -> list[str]:
+    """Every run an experiment trains: the union, in order of first mention, of the runs its
+    reports read."""
+    names: list[str] = []
+    for runs in report_runs(params["report"].get(experiment, {})).values():
+        names += [n for n in runs if n not in names]
+    return names
+
+
+def experiment_section(params: Mapping[str, Any], experiment: str) -> dict[str, Any]:
+    if experiment not in params["experiments"]:
+        raise MtlrecError(f"unknown experiment '{experiment}' (known: "
+                          f"{sorted(params['experiments'])})")
+    return dict(params["experiments"][experiment])
+
+
 def check_cross_references(params: Mapping[str, Any]) -> None:
-    """Checks that a JSON schema cannot express: names that must refer to registered things."""
-    from mtlrec.models import MODELS  # local import: models import torch
+    """Checks that a JSON schema cannot express: names that must refer to registered or declared
+    things (models, variants, datasets, experiments, objectives, metrics)."""
+    from mtlrec.evaluate.metrics import METRICS  # local imports: these import torch
+    from mtlrec.models import MODELS
+    from mtlrec.train.objectives import OBJECTIVES
 
     for name in params["models"]:
         if name not in MODELS:
@@ -99,40 +135,55 @@ def check_cross_references(params: Mapping[str, Any]) -> None:
             validate({**params, "models": {**params["models"], base: section}})
         except MtlrecError as exc:
             raise MtlrecError(f"params: variants.{name}: {exc}") from None
-    report = params["report"]
-    run_lists = {
-        "report.table2.models": report["table2"]["models"],
-        "report.ablation.models": report["ablation"]["models"],
-        "report.ablation.variants": report["ablation"]["variants"],
-        "report.tsne.models": report["tsne"]["models"],
-        "report.em.model": [report["em"]["model"]],
-    }
-    for where, names in run_lists.items():
-        for name in names:
-            resolve_model(params, name)  # raises for an unknown name
-            if where == "report.ablation.variants" and name not in params["variants"]:
-                raise MtlrecError(f"params: {where}: '{name}' is not a variants entry")
-    _check_run_lists(params, MODELS)
-    table = report["table2"]
-    if table["baseline"] not in table["models"]:
-        raise MtlrecError("params: report.table2.baseline must be one of report.table2.models")
-    significance = table.get("significance")
-    if significance and significance["candidate"] not in table["models"]:
-        raise MtlrecError("params: report.table2.significance.candidate must be in its models")
+    for name, exp in params["experiments"].items():
+        where = f"params: experiments.{name}"
+        if exp["dataset"] not in params["datasets"]:
+            raise MtlrecError(f"{where}.dataset: no datasets.{exp['dataset']} section "
+                              f"(declared: {sorted(params['datasets'])})")
+        if exp["objective"] not in OBJECTIVES:
+            raise MtlrecError(f"{where}.objective: unknown '{exp['objective']}' "
+                              f"(known: {sorted(OBJECTIVES)})")
+        if exp["metric"] not in METRICS:
+            raise MtlrecError(f"{where}.metric: unknown '{exp['metric']}' "
+                              f"(known: {sorted(METRICS)})")
+        dataset = params["datasets"][exp["dataset"]]
+        if dataset["reader"] == "table":
+            missing = [t for t in exp["tasks"] if t not in dataset["labels"]]
+            if missing:
+                raise MtlrecError(f"{where}.tasks: {missing} not in datasets.{exp['dataset']}"
+                                  f".labels ({sorted(dataset['labels'])})")
+    for name in params["build"]:
+        if name not in params["experiments"] or name not in params["report"]:
+            raise MtlrecError(f"params: build: '{name}' needs an experiments.{name} and a "
+                              f"report.{name} section")
+    for name, report in params["report"].items():
+        _check_report(params, name, report)
+    _check_masked_models(params, MODELS)
 
 
-def _check_run_lists(params: Mapping[str, Any], models: Mapping[str, Any]) -> None:
-    """dvc.train_models: models trained without masks; dvc.masked_models: models trained on the
-    pruning masks, whose bottom must be the pruned network. Every Table 2 model is in one."""
-    plain, masked = params["dvc"]["train_models"], params["dvc"]["masked_models"]
-    for where, names, wants_masks in (("dvc.train_models", plain, False),
-                                      ("dvc.masked_models", masked, True)):
+def _check_report(params: Mapping[str, Any], experiment: str, report: Mapping[str, Any]) -> None:
+    where = f"params: report.{experiment}"
+    if experiment not in params["experiments"]:
+        raise MtlrecError(f"{where}: no experiments.{experiment} section")
+    for kind, names in report_runs(report).items():
         for name in names:
-            if name not in params["models"]:
-                raise MtlrecError(f"params: {where}: '{name}' has no models.{name} section")
-            if models[name].needs_masks != wants_masks:
-                other = "dvc.masked_models" if not wants_masks else "dvc.train_models"
-                raise MtlrecError(f"params: {where}: '{name}' belongs in {other}")
+            try:
+                resolve_model(params, name)
+            except MtlrecError as exc:
+                raise MtlrecError(f"{where}.{kind}: {exc}") from None
+    table = report.get("table2")
+    if table is not None:
+        if table["baseline"] not in table["models"]:
+            raise MtlrecError(f"{where}.table2.baseline must be one of its models")
+        significance = table.get("significance")
+        if significance and significance["candidate"] not in table["models"]:
+            raise MtlrecError(f"{where}.table2.significance.candidate must be one of its models")
+    if report.get("notebook") and any(kind not in report for kind in REPORT_KINDS):
+        raise MtlrecError(f"{where}.notebook needs all of {list(REPORT_KINDS)}")
+
+
+def _check_masked_models(params: Mapping[str, Any], models: Mapping[str, Any]) -> None:
+    """Models that train on the pruning masks must have the pruned network's dims."""
     network = params["pruning"]["network"]
     for name in params["models"]:
         if not models[name].needs_masks:
@@ -141,10 +192,6 @@ def _check_run_lists(params: Mapping[str, Any], models: Mapping[str, Any]) -> No
             if params["models"][name][key] != network[key]:
                 raise MtlrecError(f"params: models.{name}.{key} must equal pruning.network.{key}"
                                   " (the masks are made for that network)")
-    for name in params["report"]["table2"]["models"]:
-        if name in params["models"] and name not in (*plain, *masked):
-            raise MtlrecError(f"params: report.table2.models: '{name}' is in neither "
-                              "dvc.train_models nor dvc.masked_models")
 
 
 def section(params: Mapping[str, Any], dotted: str) -> Any:

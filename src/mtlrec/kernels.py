@@ -15,12 +15,21 @@ per-node cost, a sizeable part of a small training step). Which kernels they run
   `mkldnn._linear_pointwise` op torch's own compiler uses), with the ReLU fused into the forward;
   the bias gradient is a column sum. Full fp32 (oneDNN's strict fp math: no bf16/tf32 shortcuts).
 - `torch`: `F.linear` (+ `torch.relu`), torch's own path on every device.
-On CUDA, or where torch has no oneDNN, both give `torch`. The two CPU paths compute the same
-maths with a different summation order, so their results differ in the last bits (~1e-7
-relative per product); each path is deterministic on a given machine and thread count. The
-results committed in runs/ were made with `onednn` (see README, "Speed"). The oneDNN path is
-first-order only: a method that differentiates through gradients (create_graph=True, e.g. MAML)
-gets a clear error from it and runs with `runtime.cpu_linear: torch`.
+On CUDA, or where torch has no oneDNN, both give `torch`.
+
+The same switch covers every other speed-only autograd Function of the package, all in this module:
+the embedding lookup (`lookup`: one `index_add_` backward), the gate mix (`mix`) and the L2 term
+(`l2_penalty`: one node). With `torch` (and on CUDA) each of them is the plain chain of torch ops
+it stands for. Under a `torch.func` transform (vmap, grad, jacrev: per-sample or per-row gradient
+methods need them) the custom Functions are skipped automatically and the plain ops run, so
+`vmap(grad(loss))` works on every model with either setting (tests/test_kernels.py).
+
+The two CPU paths compute the same maths with a different summation order, so their results
+differ in the last bits (~1e-7 relative per product); each path is deterministic on a given
+machine and thread count. The results committed in runs/ were made with `onednn` (see README,
+"Speed"). The oneDNN path is first-order only: a method that differentiates through gradients
+(create_graph=True, e.g. MAML) gets a clear error from it and runs with `runtime.cpu_linear:
+torch`.
 """
 
 from __future__ import annotations
@@ -134,9 +143,15 @@ class _OneDnnStack(torch.autograd.Function):
         return (grad, None, *grads)
 
 
+def fast_ops_apply(x: torch.Tensor) -> bool:
+    """True where the speed-only Functions run on `x`: a CPU tensor, `runtime.cpu_linear: onednn`
+    (with oneDNN present), and no torch.func transform active (they are not vmap/grad-aware)."""
+    return (x.device.type == "cpu" and cpu_linear() == "onednn"
+            and not torch._C._are_functorch_transforms_active())
+
+
 def _onednn_applies(x: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() >= 2
-            and cpu_linear() == "onednn")
+    return x.dtype == torch.float32 and x.dim() >= 2 and fast_ops_apply(x)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -160,3 +175,119 @@ def linear_stack(x: torch.Tensor, layers: Sequence[tuple[torch.Tensor, torch.Ten
     lead = x.shape[:-1]
     out = _OneDnnStack.apply(x.reshape(-1, x.shape[-1]), relus, *flat)
     return out.reshape(*lead, out.shape[-1])
+
+
+# ------------------------------------------------------------------------------ embedding lookup
+class _Lookup(torch.autograd.Function):
+    """Embedding lookup whose backward is one `index_add_` in row order: the same bits as
+    F.embedding's dense backward (which, past 3,000 indices, sorts and runs several times
+    slower on the CPU). tests/test_models.py checks the bits."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.num_rows = table.shape[0]
+        return F.embedding(index, table)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        dim = grad.shape[-1]
+        grad_table = grad.new_zeros(ctx.num_rows, dim)
+        grad_table.index_add_(0, index.reshape(-1), grad.reshape(-1, dim))
+        return grad_table, None
+
+
+def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table [V, E], index [...] -> [..., E]: an embedding lookup (dense gradient). Plain
+    F.embedding off the fast path (on a GPU torch's sort-based deterministic backward beats the
+    deterministic `index_add_`)."""
+    if fast_ops_apply(table):
+        return _Lookup.apply(table, index)
+    return F.embedding(index, table)
+
+
+# ------------------------------------------------------------------------------------ gate mix
+class _Mix(torch.autograd.Function):
+    """sum_n weights[b, n] * choices_n[b, :], with the numbers of einsum("bn,bnd->bd") over the
+    stacked choices (a batched [1, n] @ [n, d] matmul) at a fraction of its cost on the CPU, where
+    that bmm of tiny matrices is slow, and without stacking the choices in the forward. The
+    forward product and the gradients of the choices have no sum of more than n terms taken in a
+    different order, so elementwise ops give the bmm's bits; the gradient of `weights` (a length-d
+    dot per entry) keeps the bmm. tests/test_models.py checks the bits."""
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, *choices: torch.Tensor) -> torch.Tensor:
+        # weights [B, n], choices n x [B, d] -> [B, d]
+        ctx.save_for_backward(weights, *choices)
+        out = weights[:, :1] * choices[0]
+        for i in range(1, len(choices)):
+            out = out + weights[:, i:i + 1] * choices[i]  # the order of a sum over dim 1
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        weights, *choices = ctx.saved_tensors
+        grad_weights = None
+        if ctx.needs_input_grad[0]:
+            stacked = torch.stack(choices, dim=1)  # [B, n, d]
+            grad_weights = torch.bmm(grad.unsqueeze(1), stacked.transpose(1, 2)).squeeze(1)
+        grad_choices = [weights[:, i:i + 1] * grad if ctx.needs_input_grad[1 + i] else None
+                        for i in range(len(choices))]  # n x [B, d]
+        return grad_weights, *grad_choices
+
+
+def mix(weights: torch.Tensor, choices: Sequence[torch.Tensor]) -> torch.Tensor:
+    """weights [B, n], choices n x [B, d] -> [B, d]: the gate's weighted sum of its choices."""
+    if fast_ops_apply(weights):
+        return _Mix.apply(weights, *choices)
+    return torch.einsum("bn,bnd->bd", weights, torch.stack(list(choices), dim=1))
+
+
+# ------------------------------------------------------------------------------------ L2 term
+def squares_l2(weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """sum ||W||^2 / 2 over `weights`."""
+    return torch.stack([w.pow(2).sum() for w in weights]).sum() / 2
+
+
+def l2_value(reg_emb: float, reg_dnn: float, tables: Sequence[torch.Tensor],
+             weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """reg_emb * sum ||T||^2 / 2 + reg_dnn * sum ||W||^2 / 2, term by term in a fixed order."""
+    terms = []
+    if reg_emb:
+        terms.append(reg_emb * torch.stack([t.pow(2).sum() / 2 for t in tables]).sum())
+    if reg_dnn:
+        terms.append(reg_dnn * squares_l2(weights))
+    return torch.stack(terms).sum()
+
+
+class _L2Penalty(torch.autograd.Function):
+    """The L2 term as one autograd node: forward = `l2_value` (the same ops), backward = the
+    gradient the chain of those ops gives, g * reg * T per tensor (the halving and the doubling
+    are exact), as one node instead of ~4 per tensor. tests/test_models.py checks the bits of
+    value and gradients against the op-by-op graph."""
+
+    @staticmethod
+    def forward(ctx, reg_emb: float, reg_dnn: float, n_tables: int, *tensors: torch.Tensor
+                ) -> torch.Tensor:
+        ctx.save_for_backward(*tensors)
+        ctx.regs, ctx.n_tables = (reg_emb, reg_dnn), n_tables
+        return l2_value(reg_emb, reg_dnn, tensors[:n_tables], tensors[n_tables:])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        tensors = ctx.saved_tensors
+        reg_emb, reg_dnn = ctx.regs
+        scales = (grad * reg_emb, grad * reg_dnn)  # [] each, as MulBackward computes them
+        grads = [t * scales[0 if i < ctx.n_tables else 1] for i, t in enumerate(tensors)]
+        return None, None, None, *grads
+
+
+def l2_penalty(reg_emb: float, reg_dnn: float, tables: Sequence[torch.Tensor],
+               weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`l2_value` (reg_emb or reg_dnn must be non-zero): one autograd node on the fast path, the
+    op chain elsewhere (the same numbers)."""
+    first = (list(tables) or list(weights))[0]
+    if fast_ops_apply(first):
+        return _L2Penalty.apply(reg_emb, reg_dnn, len(tables), *tables, *weights)
+    return l2_value(reg_emb, reg_dnn, tables, weights)

@@ -1,4 +1,5 @@
-"""Encoded parquet -> in-memory tensors, the per-seed val/test split, and index batching.
+"""Encoded parquet -> in-memory tensors, and index batching (the split protocol is
+mtlrec.data.splits).
 
 Census fits in memory many times over, so each split is held as a few tensors and a batch is an
 index slice: no per-sample Dataset, no collate. (Streaming for larger-than-memory data comes with
@@ -15,9 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from sklearn.model_selection import train_test_split
 
-from mtlrec.data.encode import read_schema
 from mtlrec.errors import MtlrecError
 
 
@@ -41,16 +40,7 @@ class TensorSplit:
                                                     self.row_id)))
 
 
-@dataclass
-class Splits:
-    train: TensorSplit
-    val: TensorSplit
-    test: TensorSplit
-    schema: dict[str, Any]
-    tasks: list[str]
-
-
-def _to_tensors(table_path: Path, schema: dict[str, Any], tasks: list[str]) -> TensorSplit:
+def read_split(table_path: Path, schema: dict[str, Any], tasks: list[str]) -> TensorSplit:
     table = pq.read_table(table_path)
     names = set(table.column_names)
     wanted = schema["dense"] + [f["name"] for f in schema["sparse"]] + [f"label_{t}" for t in tasks]
@@ -68,27 +58,6 @@ def _to_tensors(table_path: Path, schema: dict[str, Any], tasks: list[str]) -> T
         sparse=torch.from_numpy(stack([f["name"] for f in schema["sparse"]], np.int64)),
         labels=torch.from_numpy(stack([f"label_{t}" for t in tasks], np.float32)),
         row_id=torch.from_numpy(table.column("row_id").to_numpy().astype(np.int64)),
-    )
-
-
-def load_splits(encoded_dir: Path, tasks: list[str], seed: int, val_fraction: float) -> Splits:
-    """Train = the encoded train file; val/test = the test file split by `seed`, as the official
-    code does with `train_test_split(test, test_size=0.5, random_state=seed)` (first part = val)."""
-    schema = read_schema(encoded_dir)
-    unknown = [t for t in tasks if t not in schema["tasks"]]
-    if unknown:
-        raise MtlrecError(f"train: unknown task(s) {unknown}; the data has {schema['tasks']}")
-    train = _to_tensors(encoded_dir / "train.parquet", schema, tasks)
-    held_out = _to_tensors(encoded_dir / "test.parquet", schema, tasks)
-    val_idx, test_idx = train_test_split(
-        np.arange(len(held_out)), test_size=1.0 - val_fraction, random_state=seed % 2**32
-    )
-    return Splits(
-        train=train,
-        val=held_out.take(torch.from_numpy(np.sort(val_idx))),
-        test=held_out.take(torch.from_numpy(np.sort(test_idx))),
-        schema=schema,
-        tasks=list(tasks),
     )
 
 

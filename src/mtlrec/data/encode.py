@@ -103,24 +103,3 @@ def read_schema(encoded_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MtlrecError(f"data: {path} not found; run the encode stage first")
     return json.loads(path.read_text())
-
-
-def encode_census(
-    raw_dir: Path, out_dir: Path, fit_on: str, max_train_rows: int | None,
-    max_test_rows: int | None,
-) -> dict[str, Any]:
-    """Census raw files -> out_dir/{train,test}.parquet + schema.json. Returns the schema."""
-    from mtlrec.data import census
-
-    limits = {"train": max_train_rows, "test": max_test_rows}
-    frames = {}
-    for split, name in census.RAW_FILES.items():
-        path = raw_dir / name
-        if not path.is_file():
-            raise MtlrecError(f"census: raw file {path} not found; run the fetch stage first")
-        frames[split] = census.read_raw(path, limits[split])
-    label_frames = {split: census.labels(frame) for split, frame in frames.items()}
-    tables, schema = encode_frames(frames, label_frames, census.SPARSE, census.DENSE, fit_on)
-    schema["dataset"] = "census"
-    write_encoded(out_dir, tables, schema)
-    return schema

@@ -1,23 +1,34 @@
-"""Evaluation metrics. AUC is sklearn's roc_auc_score over all predictions of a split (not averaged
-over batches), as in the official code."""
+"""Evaluation metrics, registered by name (METRICS): an experiment names its metric
+(`experiments.<name>.metric`), early stopping maximises its sum over tasks on the validation
+split, and the tables print its label.
+
+AUC is sklearn's roc_auc_score over all predictions of a split (not averaged over batches), as in
+the official code. Top-K ranking metrics (PMTRec) are one more entry.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
 from mtlrec.data.batches import TensorSplit, batch_indices
+from mtlrec.errors import MtlrecError
 from mtlrec.models.layers import MultiTaskModel
 
 
 @torch.no_grad()
-def predict(model: MultiTaskModel, split: TensorSplit, batch_size: int) -> torch.Tensor:
-    """Probabilities [N, K] for every row of `split`, in row order."""
+def predict(model: MultiTaskModel, split: TensorSplit, batch_size: int,
+            objective: Any) -> torch.Tensor:
+    """Scores [N, K] (the objective's, e.g. probabilities) for every row of `split`, in order."""
     was_training = model.training
     model.eval()
     outputs = [
-        torch.sigmoid(model(split.dense[idx], split.sparse[idx]))
+        objective.scores(model(split.dense[idx], split.sparse[idx]))
         for idx in batch_indices(len(split), batch_size, shuffle=False)
     ]
     model.train(was_training)
@@ -34,3 +45,22 @@ def task_aucs(probabilities: torch.Tensor, labels: torch.Tensor) -> list[float]:
         else:
             aucs.append(float(roc_auc_score(y, probabilities[:, k].numpy().astype(np.float64))))
     return aucs
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the key in metrics.json: test_<name>, val_<name>
+    label: str  # the tables' column label
+    per_task: Callable[[torch.Tensor, torch.Tensor], list[float]]  # (scores, labels) [N, K]
+    higher_is_better: bool = True
+
+
+METRICS: dict[str, Metric] = {
+    "auc": Metric("auc", "AUC", task_aucs),
+}
+
+
+def get_metric(name: str) -> Metric:
+    if name not in METRICS:
+        raise MtlrecError(f"unknown metric '{name}' (known: {sorted(METRICS)})")
+    return METRICS[name]

@@ -15,8 +15,9 @@ enter no task's prediction). m_k and c together cover every weight, so `masked_u
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 
 from mtlrec.models.layers import Batch
 from mtlrec.models.sparse_sharing import SparseSharing
@@ -35,12 +36,14 @@ class CSRec(SparseSharing):
         own = super().update_masks(task)
         return [torch.maximum(m, c) for m, c in zip(own, self.contrastive_masks(), strict=True)]
 
-    def add_extra_gradients(self, batch: Batch, task: int) -> None:
+    def add_extra_gradients(self, batch: Batch, task: int, objective: Any) -> None:
+        """The gradient of minus the task's loss through the contrastive subnetwork (official:
+        -BCE), added to the masked weights' gradients."""
         weights = [layer.weight for layer in self.masked_layers()]
         with torch.no_grad():
             x = self.embedding(batch.dense, batch.sparse)  # [B, D_in]; not trained by this pass
         logit = self.task_logit(x, task, self.contrastive_masks())  # [B]
-        negative_bce = -F.binary_cross_entropy_with_logits(logit, batch.labels[:, task])
-        contrastive = torch.autograd.grad(negative_bce, weights)  # masked by c through W * c
+        negative_loss = -objective.task_loss(logit, batch.labels[:, task])
+        contrastive = torch.autograd.grad(negative_loss, weights)  # masked by c through W * c
         for weight, grad in zip(weights, contrastive, strict=True):
             weight.grad = grad if weight.grad is None else weight.grad + grad

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mtlrec.kernels import linear, linear_stack
+from mtlrec.kernels import l2_penalty, linear, linear_stack, lookup, mix
 
 
 @dataclass(frozen=True)
@@ -59,35 +58,6 @@ class FeatureEmbedding(nn.Module):
         # dense [B, n_dense], sparse [B, n_sparse] -> [B, n_dense + n_sparse * E]
         embedded = lookup(self.table.weight, sparse + self.offsets)  # [B, n_sparse, E]
         return torch.cat([dense, embedded.flatten(1)], dim=1)
-
-
-class _Lookup(torch.autograd.Function):
-    """Embedding lookup whose backward is one `index_add_` in row order: the same bits as
-    F.embedding's dense backward (which, past 3,000 indices, sorts and runs several times
-    slower on the CPU). tests/test_models.py checks the bits."""
-
-    @staticmethod
-    def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(index)
-        ctx.num_rows = table.shape[0]
-        return F.embedding(index, table)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (index,) = ctx.saved_tensors
-        dim = grad.shape[-1]
-        grad_table = grad.new_zeros(ctx.num_rows, dim)
-        grad_table.index_add_(0, index.reshape(-1), grad.reshape(-1, dim))
-        return grad_table, None
-
-
-def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """table [V, E], index [...] -> [..., E]: an embedding lookup (dense gradient). On a GPU,
-    torch's own backward (sort-based, deterministic) beats `index_add_`, whose deterministic
-    variant (the one a GPU run asks for) is slow there."""
-    if table.is_cuda:
-        return F.embedding(index, table)
-    return _Lookup.apply(table, index)
 
 
 class Linear(nn.Linear):
@@ -158,49 +128,10 @@ class Gate(nn.Module):
         return mix(weights, choices)
 
 
-class _Mix(torch.autograd.Function):
-    """sum_n weights[b, n] * choices_n[b, :], with the numbers of einsum("bn,bnd->bd") over the
-    stacked choices (a batched [1, n] @ [n, d] matmul) at a fraction of its cost on the CPU, where
-    that bmm of tiny matrices is slow, and without stacking the choices in the forward. The
-    forward product and the gradients of the choices have no sum of more than n terms taken in a
-    different order, so elementwise ops give the bmm's bits; the gradient of `weights` (a length-d
-    dot per entry) keeps the bmm. tests/test_models.py checks the bits."""
-
-    @staticmethod
-    def forward(ctx, weights: torch.Tensor, *choices: torch.Tensor) -> torch.Tensor:
-        # weights [B, n], choices n x [B, d] -> [B, d]
-        ctx.save_for_backward(weights, *choices)
-        out = weights[:, :1] * choices[0]
-        for i in range(1, len(choices)):
-            out = out + weights[:, i:i + 1] * choices[i]  # the order of a sum over dim 1
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        weights, *choices = ctx.saved_tensors
-        grad_weights = None
-        if ctx.needs_input_grad[0]:
-            stacked = torch.stack(choices, dim=1)  # [B, n, d]
-            grad_weights = torch.bmm(grad.unsqueeze(1), stacked.transpose(1, 2)).squeeze(1)
-        grad_choices = [weights[:, i:i + 1] * grad if ctx.needs_input_grad[1 + i] else None
-                        for i in range(len(choices))]  # n x [B, d]
-        return grad_weights, *grad_choices
-
-
-def mix(weights: torch.Tensor, choices: Sequence[torch.Tensor]) -> torch.Tensor:
-    """weights [B, n], choices n x [B, d] -> [B, d]: the gate's weighted sum of its choices."""
-    return _Mix.apply(weights, *choices)
-
-
 def linear_weights(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
     """The weights (not biases) of every Linear layer inside `modules`, in module order."""
     return [layer.weight for module in modules for layer in module.modules()
             if isinstance(layer, nn.Linear)]
-
-
-def squares_l2(weights: Iterable[torch.Tensor]) -> torch.Tensor:
-    """sum ||W||^2 / 2 over `weights`."""
-    return torch.stack([w.pow(2).sum() for w in weights]).sum() / 2
 
 
 @dataclass
@@ -220,24 +151,34 @@ class StepInfo:
     batch_size: int  # the configured size (the last batch of an epoch may be smaller)
 
 
-def multitask_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum over tasks of the batch-mean BCE (logits, labels [B, K])."""
-    per_task = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0)
-    return per_task.sum()
+@dataclass
+class LossTerms:
+    """The losses of one training step on one batch.
+
+    per_task: [K], the objective's loss of each task on the model's prediction head.
+    total: [], what a step on the summed loss minimises: the per-task losses, the model's own
+    auxiliary terms (e.g. MPT-Rec's share and adversarial losses) and the L2 terms, added in the
+    model's order (floating-point addition order is part of the result's bits).
+    """
+
+    per_task: torch.Tensor
+    total: torch.Tensor
 
 
 class MultiTaskModel(nn.Module):
     """Base class of every model: forward(dense, sparse) returns logits [B, n_tasks].
 
     Subclasses build their embeddings (any FeatureEmbedding inside the model gets reg_emb) and list
-    in `regularised_modules()` the experts and towers whose Linear weights get reg_dnn. Models with
-    a training procedure of their own (extra losses, per-row state, work between epochs, steps of
-    their own) override the hooks `prepare`, `training_loss`, `train_step` and `on_epoch_end`; the
-    training loop only calls these.
+    in `regularised_modules()` the experts and towers whose Linear weights get reg_dnn. The model
+    never steps an optimiser: `training_losses` turns a batch into `LossTerms` through an
+    objective (mtlrec.train.objectives), a gradient combiner (mtlrec.train.combiners, named by
+    `combiner`) turns those into an update, and work between epochs (MPT-Rec's EM task
+    clustering) is an epoch hook the model names in `epoch_hooks()` (mtlrec.train.hooks).
     """
 
     min_tasks = 1
     needs_masks = False  # True: trains on per-task weight masks (an artifact of `mtlrec masks`)
+    combiner = "sum"  # the gradient combiner this model's method prescribes (COMBINERS key)
 
     def __init__(self, num_tasks: int, reg_emb: float, reg_dnn: float) -> None:
         super().__init__()
@@ -248,26 +189,15 @@ class MultiTaskModel(nn.Module):
     def regularised_modules(self) -> list[nn.Module]:
         raise NotImplementedError
 
-    def prepare(self, num_train_rows: int) -> None:
-        """Called once before training (and before a resumed state is loaded)."""
+    def epoch_hooks(self) -> list[Any]:
+        """Work the training loop runs before training and after every epoch (EpochHook)."""
+        return []
 
-    def training_loss(self, batch: Batch, info: StepInfo) -> torch.Tensor:
-        """Sum of per-task BCE plus the L2 terms (the paper's loss for every baseline)."""
-        return multitask_bce(self(batch.dense, batch.sparse), batch.labels) + self.l2_penalty()
-
-    def train_step(self, batch: Batch, info: StepInfo,
-                   optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        """One optimisation step on `batch`; returns the detached loss. Models that step per task
-        or edit gradients before the step (Sparse Sharing, CSRec) override this."""
-        loss = self.training_loss(batch, info)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
-
-    def on_epoch_end(self, epoch: int, train: Any, eval_batch_size: int) -> dict[str, Any]:
-        """Called after each training epoch with the training split; returns extra curve fields."""
-        return {}
+    def training_losses(self, batch: Batch, info: StepInfo, objective: Any) -> LossTerms:
+        """The objective's per-task losses plus the L2 terms (the paper's loss for every
+        baseline). Models with auxiliary losses override this."""
+        per_task = objective.task_losses(self(batch.dense, batch.sparse), batch.labels)  # [K]
+        return LossTerms(per_task, per_task.sum() + self.l2_penalty())
 
     def _l2_parameters(self) -> tuple[list[FeatureEmbedding], list[nn.Parameter]]:
         """The embeddings and Linear weights of the L2 terms, found once (not every step)."""
@@ -284,37 +214,4 @@ class MultiTaskModel(nn.Module):
             return next(self.parameters()).new_zeros(())
         emb = [m.table.weight for m in tables] if self.reg_emb else []
         dnn = weights if self.reg_dnn else []
-        return _L2Penalty.apply(self.reg_emb, self.reg_dnn, len(emb), *emb, *dnn)
-
-
-def l2_value(reg_emb: float, reg_dnn: float, tables: Sequence[torch.Tensor],
-             weights: Sequence[torch.Tensor]) -> torch.Tensor:
-    """reg_emb * sum ||T||^2 / 2 + reg_dnn * sum ||W||^2 / 2, term by term in a fixed order."""
-    terms = []
-    if reg_emb:
-        terms.append(reg_emb * torch.stack([t.pow(2).sum() / 2 for t in tables]).sum())
-    if reg_dnn:
-        terms.append(reg_dnn * squares_l2(weights))
-    return torch.stack(terms).sum()
-
-
-class _L2Penalty(torch.autograd.Function):
-    """The L2 term as one autograd node: forward = `l2_value` (the same ops), backward = the
-    gradient the chain of those ops gives, g * reg * T per tensor (the halving and the doubling
-    are exact), as one node instead of ~4 per tensor. tests/test_models.py checks the bits of
-    value and gradients against the op-by-op graph."""
-
-    @staticmethod
-    def forward(ctx, reg_emb: float, reg_dnn: float, n_tables: int, *tensors: torch.Tensor
-                ) -> torch.Tensor:
-        ctx.save_for_backward(*tensors)
-        ctx.regs, ctx.n_tables = (reg_emb, reg_dnn), n_tables
-        return l2_value(reg_emb, reg_dnn, tensors[:n_tables], tensors[n_tables:])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        tensors = ctx.saved_tensors
-        reg_emb, reg_dnn = ctx.regs
-        scales = (grad * reg_emb, grad * reg_dnn)  # [] each, as MulBackward computes them
-        grads = [t * scales[0 if i < ctx.n_tables else 1] for i, t in enumerate(tensors)]
-        return None, None, None, *grads
+        return l2_penalty(self.reg_emb, self.reg_dnn, emb, dnn)

@@ -40,7 +40,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlrec.data.batches import TensorSplit, batch_indices
 from mtlrec.models.adversarial import dann_alpha, reverse_gradient, schedule_progress
 from mtlrec.models.layers import (
     MLP,
@@ -48,11 +47,12 @@ from mtlrec.models.layers import (
     FeatureEmbedding,
     FeatureSpec,
     Linear,
+    LossTerms,
     MultiTaskModel,
     StepInfo,
     Tower,
-    multitask_bce,
 )
+from mtlrec.train.hooks import TaskClustering
 
 VARIANTS = ("full", "share", "specific", "no_gan")
 
@@ -130,80 +130,48 @@ class MPTRec(MultiTaskModel):
     def regularised_modules(self) -> list[nn.Module]:
         return [self.shared_expert, self.specific_experts, self.towers]
 
-    def prepare(self, num_train_rows: int) -> None:
-        """Initial pseudo task labels from torch's seeded RNG: `random` draws each row's label
-        uniformly (the official code); `balanced` deals a random permutation into equal clusters."""
-        device = self.task_embedding.weight.device
-        if self.cluster_init == "random":
-            labels = torch.randint(0, self.num_tasks, (num_train_rows,))
-        elif self.cluster_init == "balanced":
-            labels = torch.randperm(num_train_rows) % self.num_tasks
-        else:
-            raise ValueError(f"unknown cluster_init '{self.cluster_init}'")
-        self.env_ids = labels.to(device)
-        self.em_round = 0
+    def epoch_hooks(self) -> list[TaskClustering]:
+        return [TaskClustering()]  # initial labels, then the E-step every cluster_interval epochs
 
-    def training_loss(self, batch: Batch, info: StepInfo) -> torch.Tensor:
+    def training_losses(self, batch: Batch, info: StepInfo, objective: Any) -> LossTerms:
+        """Eq. 9: the fused heads' task losses, (1 - lam) x the share heads' task losses, lam x
+        the task classifier's NLL of the rows' pseudo task labels (through the GRL), and L2."""
         rep = self.representations(batch.dense, batch.sparse)
-        loss = multitask_bce(self._fused(rep, self.task_embedding.weight), batch.labels)
+        per_task = objective.task_losses(self._fused(rep, self.task_embedding.weight),
+                                         batch.labels)  # [K]
+        loss = per_task.sum()
         if self.stage1_loss == "fused_only":
-            return loss + self.l2_penalty()
+            return LossTerms(per_task, loss + self.l2_penalty())
         if self.variant == "no_gan":
-            return loss + multitask_bce(self._share(rep), batch.labels) + self.l2_penalty()
+            share = objective.task_losses(self._share(rep), batch.labels).sum()
+            return LossTerms(per_task, loss + share + self.l2_penalty())
         progress = schedule_progress(self.alpha_schedule, info.epoch, info.step,
                                      info.steps_per_epoch, info.epochs, info.batch_size)
         self.alpha = dann_alpha(progress)
         task_logits = self.classifier(reverse_gradient(rep["h_share"], self.alpha))  # [B, K]
         task_loss = F.cross_entropy(task_logits, self.env_ids[batch.row_id])
-        share_loss = multitask_bce(self._share(rep), batch.labels)
+        share_loss = objective.task_losses(self._share(rep), batch.labels).sum()
         lam = self.gan_lambda
-        return loss + (1 - lam) * share_loss + lam * task_loss + self.l2_penalty()
+        return LossTerms(per_task,
+                         loss + (1 - lam) * share_loss + lam * task_loss + self.l2_penalty())
 
-    @torch.no_grad()
-    def per_row_cluster_losses(self, train: TensorSplit, batch_size: int) -> torch.Tensor:
-        """[N, n_clusters] loss of every training row under every cluster (the E-step's costs)."""
-        was_training = self.training
-        self.eval()
-        costs = []
-        for idx in batch_indices(len(train), batch_size, shuffle=False):
-            rep = self.representations(train.dense[idx], train.sparse[idx])
-            labels = train.labels[idx]  # [B, K]
-            if self.e_step == "official":  # cost of cluster k = BCE of task k on its own label
-                logits = self.predict_logits(rep)
-                costs.append(F.binary_cross_entropy_with_logits(logits, labels, reduction="none"))
-            else:  # invpref: plug cluster c's embedding into every task's fused prediction
-                per_cluster = []
-                for c in range(self.num_tasks):
-                    emb = self.task_embedding.weight[c].expand(self.num_tasks, -1)
-                    bce = F.binary_cross_entropy_with_logits(self._fused(rep, emb), labels,
-                                                             reduction="none")
-                    per_cluster.append(bce.sum(1))
-                costs.append(torch.stack(per_cluster, dim=1))
-        self.train(was_training)
-        return torch.cat(costs)
+    def cluster_costs(self, dense: torch.Tensor, sparse: torch.Tensor, labels: torch.Tensor
+                      ) -> torch.Tensor:
+        """[B, n_clusters] E-step cost of each row under each cluster (labels [B, K]).
 
-    def assign_clusters(self, train: TensorSplit, batch_size: int) -> torch.Tensor:
-        """New pseudo task labels: argmin over clusters of the per-row cost (ties: lowest index;
-        invpref adds a tiny seeded noise first, as InvPref does)."""
-        costs = self.per_row_cluster_losses(train, batch_size)
-        if self.e_step == "invpref":
-            noise = torch.rand(costs.shape, generator=torch.Generator().manual_seed(self.em_round))
-            costs = costs + 1e-10 * noise.to(costs.device)
-        return costs.argmin(dim=1)
-
-    def on_epoch_end(self, epoch: int, train: TensorSplit, eval_batch_size: int
-                     ) -> dict[str, Any]:
-        """E-step every `cluster_interval` epochs (it runs in every variant, as in the official
-        code, even where no loss term reads the labels); returns the label history fields."""
-        info: dict[str, Any] = {"alpha": round(self.alpha, 6)}
-        if epoch % self.cluster_interval == 0:
-            new = self.assign_clusters(train, eval_batch_size)
-            info["em_changed"] = float((new != self.env_ids).float().mean())
-            self.env_ids = new
-            self.em_round += 1
-        info["em_round"] = self.em_round
-        info["em_sizes"] = torch.bincount(self.env_ids, minlength=self.num_tasks).tolist()
-        return info
+        `official`: the cost of cluster k is the BCE of task k on its own label; `invpref`: plug
+        cluster c's embedding into every task's fused prediction and sum the BCEs."""
+        rep = self.representations(dense, sparse)
+        if self.e_step == "official":
+            return F.binary_cross_entropy_with_logits(self.predict_logits(rep), labels,
+                                                      reduction="none")
+        per_cluster = []
+        for c in range(self.num_tasks):
+            emb = self.task_embedding.weight[c].expand(self.num_tasks, -1)
+            bce = F.binary_cross_entropy_with_logits(self._fused(rep, emb), labels,
+                                                     reduction="none")
+            per_cluster.append(bce.sum(1))
+        return torch.stack(per_cluster, dim=1)
 
     # ------------------------------------------------------------------------- checkpoint state
     def get_extra_state(self) -> dict[str, Any]:

@@ -6,6 +6,8 @@ matrices (not biases) are masked per task. The masks come from iterative magnitu
 (`mtlrec masks`, mtlrec.train.pruning) and are loaded with `load_masks`; they are buffers, so they
 travel in model.pt. Training steps once per task per batch: task k's loss (its BCE + the embedding
 L2) through the bottom with weights W * m_k, so the gradient of every masked matrix is masked too.
+The steps are made by the `masked_taskwise` gradient combiner (mtlrec.train.combiners), which
+reads this model's masks; the model itself never steps the optimiser.
 
 Deviation, as a named option (`masked_update`):
 - `exact` (default, the paper: only task k's subnetwork is updated by task k's step): after the Adam
@@ -22,9 +24,9 @@ initialisation, not from the warm-up weights.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mtlrec.errors import MtlrecError
@@ -35,7 +37,6 @@ from mtlrec.models.layers import (
     FeatureEmbedding,
     FeatureSpec,
     MultiTaskModel,
-    StepInfo,
     Tower,
 )
 
@@ -53,6 +54,7 @@ class SparseSharing(MultiTaskModel):
     masked_update (exact | official)."""
 
     needs_masks = True
+    combiner = "masked_taskwise"  # one step per task per batch (mtlrec.train.combiners)
 
     def __init__(self, features: FeatureSpec, num_tasks: int, embed_dim: int,
                  expert_hidden: Sequence[int], tower_hidden: Sequence[int], reg_emb: float,
@@ -69,7 +71,7 @@ class SparseSharing(MultiTaskModel):
         )
         for i, layer in enumerate(self.masked_layers()):  # all-ones until load_masks
             self.register_buffer(f"mask_{i}", torch.ones(num_tasks, *layer.weight.shape))
-        self.active_tasks: tuple[int, ...] = tuple(range(num_tasks))  # the tasks train_step steps
+        self.active_tasks: tuple[int, ...] = tuple(range(num_tasks))  # the tasks a batch steps
 
     def masked_layers(self) -> list[nn.Linear]:
         return [m for m in self.bottom if isinstance(m, nn.Linear)]
@@ -110,42 +112,17 @@ class SparseSharing(MultiTaskModel):
         x = self.embedding(dense, sparse)  # [B, D_in]
         return torch.stack([self.task_logit(x, k) for k in range(self.num_tasks)], dim=1)
 
-    def task_loss(self, batch: Batch, task: int) -> torch.Tensor:
-        """Task `task`'s BCE through its subnetwork plus the L2 terms (official: per task step)."""
+    def task_loss(self, batch: Batch, task: int, objective: Any) -> torch.Tensor:
+        """Task `task`'s loss through its subnetwork plus the L2 terms (official: per task step)."""
         logit = self.task_logit(self.embedding(batch.dense, batch.sparse), task)
-        return F.binary_cross_entropy_with_logits(logit, batch.labels[:, task]) + self.l2_penalty()
+        return objective.task_loss(logit, batch.labels[:, task]) + self.l2_penalty()
 
     def update_masks(self, task: int) -> list[torch.Tensor]:
         """Where task `task`'s step may move the masked matrices (its subnetwork)."""
         return [m[task] for m in self.masks()]
 
-    def train_step(self, batch: Batch, info: StepInfo,
-                   optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        total = batch.labels.new_zeros(())
-        for task in self.active_tasks:
-            optimizer.zero_grad(set_to_none=True)
-            loss = self.task_loss(batch, task)
-            loss.backward()
-            self.add_extra_gradients(batch, task)
-            self.step_within(optimizer, self.update_masks(task))
-            total += loss.detach()
-        return total
-
-    def add_extra_gradients(self, batch: Batch, task: int) -> None:
+    def add_extra_gradients(self, batch: Batch, task: int, objective: Any) -> None:
         """Hook for gradients added to task `task`'s step before it is taken (CSRec)."""
-
-    def step_within(self, optimizer: torch.optim.Optimizer,
-                    update_masks: Sequence[torch.Tensor]) -> None:
-        """Adam step; in `exact` mode the masked matrices move only inside `update_masks`."""
-        if self.masked_update == "official":
-            optimizer.step()
-            return
-        weights = [layer.weight for layer in self.masked_layers()]
-        before = [w.detach().clone() for w in weights]
-        optimizer.step()
-        with torch.no_grad():
-            for weight, old, allowed in zip(weights, before, update_masks, strict=True):
-                weight.copy_(torch.where(allowed.bool(), weight, old))
 
     def regularised_modules(self) -> list[nn.Module]:
         # The masked bottom is not dnn-regularised: an L2 gradient would move weights outside the

@@ -34,18 +34,21 @@ def display(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- ablation
-def make_ablation(params: dict[str, Any], runs_root: Path, tables: Path, figures: Path) -> None:
-    """Ablation table (LaTeX + Markdown) and a bar plot with ± std error bars."""
-    cfg = params["report"]["ablation"]
-    dataset, seeds = cfg["dataset"], params["train"]["seeds"]
-    runs = collect(runs_root, dataset, cfg["models"], seeds)
+def make_ablation(params: dict[str, Any], experiment: str, runs_root: Path, tables: Path,
+                  figures: Path) -> None:
+    """Ablation table (LaTeX + Markdown) and a bar plot with ± std error bars: files
+    ablation_<experiment>; reads `report.<experiment>.ablation` and `train.seeds`."""
+    cfg = params["report"][experiment]["ablation"]
+    dataset, seeds = params["experiments"][experiment]["dataset"], params["train"]["seeds"]
+    runs = collect(runs_root, experiment, cfg["models"], seeds)
     rows = summarise(runs, cfg["models"][0])
     title = (f"MPT-Rec ablation ({dataset}): test AUC, mean ± std over {len(seeds)} seed(s); "
              f"Gain = variant minus full MPT-Rec")
     notes = ["Share/Specific: trained with the full loss, predicting with Tower(h_share) / "
              "Tower(h_spec * e_k); -GAN: no task classifier, share loss weight 1 (spec section 4)"]
-    write_text_atomic(tables / f"ablation_{dataset}.tex", render_latex(rows, {}, 4, title, notes))
-    write_text_atomic(tables / f"ablation_{dataset}.md",
+    write_text_atomic(tables / f"ablation_{experiment}.tex",
+                      render_latex(rows, {}, 4, title, notes))
+    write_text_atomic(tables / f"ablation_{experiment}.md",
                       render_markdown(rows, {}, 4, title, notes))
     tasks = list(rows[0]["tasks"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), layout="constrained")
@@ -58,18 +61,20 @@ def make_ablation(params: dict[str, Any], runs_root: Path, tables: Path, figures
         high = max(m + s for m, s in zip(means, stds, strict=True))
         pad = max(high - low, 1e-3) * 0.5
         ax.set_ylim(low - pad, high + pad)
-        ax.set_title(f"{task} (test AUC)")
+        ax.set_title(f"{task} (test {rows[0]['metric']})")
     fig.suptitle(f"MPT-Rec ablation on {dataset} ({len(seeds)} seeds, mean ± std)")
-    save_png(fig, figures / f"ablation_{dataset}.png")
+    save_png(fig, figures / f"ablation_{experiment}.png")
 
 
 # ------------------------------------------------------------------------------- EM clustering
-def make_em_report(params: dict[str, Any], runs_root: Path, tables: Path, figures: Path) -> None:
+def make_em_report(params: dict[str, Any], experiment: str, runs_root: Path, tables: Path,
+                   figures: Path) -> None:
     """Pseudo task label history of the MPT-Rec runs: cluster sizes per epoch and the share of
-    rows that changed cluster at each E-step round (1 - agreement between rounds)."""
-    cfg = params["report"]["em"]
-    dataset, seeds = cfg["dataset"], params["train"]["seeds"]
-    runs = collect(runs_root, dataset, [cfg["model"]], seeds)[cfg["model"]]
+    rows that changed cluster at each E-step round (1 - agreement between rounds). Files
+    em_history_<experiment>.md, em_clusters_<experiment>.png."""
+    cfg = params["report"][experiment]["em"]
+    dataset, seeds = params["experiments"][experiment]["dataset"], params["train"]["seeds"]
+    runs = collect(runs_root, experiment, [cfg["model"]], seeds)[cfg["model"]]
     lines = [f"# EM pseudo task labels ({display(cfg['model'])}, {dataset})", "",
              "| seed | epoch | round | cluster sizes | changed | agreement |",
              "|---|---|---|---|---|---|"]
@@ -93,5 +98,5 @@ def make_em_report(params: dict[str, Any], runs_root: Path, tables: Path, figure
                    title="label changes per round")
     ax_sizes.legend(fontsize=7)
     ax_changed.legend(fontsize=7)
-    save_png(fig, figures / f"em_clusters_{dataset}.png")
-    write_text_atomic(tables / f"em_history_{dataset}.md", "\n".join(lines) + "\n")
+    save_png(fig, figures / f"em_clusters_{experiment}.png")
+    write_text_atomic(tables / f"em_history_{experiment}.md", "\n".join(lines) + "\n")

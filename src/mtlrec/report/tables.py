@@ -37,18 +37,19 @@ def paper_values() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def run_dir(runs_root: Path, dataset: str, model: str, seed: int) -> Path:
-    return runs_root / dataset / model / f"seed={seed}"
+def run_dir(runs_root: Path, experiment: str, model: str, seed: int) -> Path:
+    """runs/<experiment>/<model or variant>/seed=<seed>: one run's folder."""
+    return runs_root / experiment / model / f"seed={seed}"
 
 
-def collect(runs_root: Path, dataset: str, models: list[str], seeds: list[int]
+def collect(runs_root: Path, experiment: str, models: list[str], seeds: list[int]
             ) -> dict[str, list[dict[str, Any]]]:
     """model -> list of metrics dicts (one per seed, in seed order). Missing runs are an error."""
     found: dict[str, list[dict[str, Any]]] = {}
     for model in models:
         found[model] = []
         for seed in seeds:
-            path = run_dir(runs_root, dataset, model, seed) / "metrics.json"
+            path = run_dir(runs_root, experiment, model, seed) / "metrics.json"
             if not path.is_file():
                 raise MtlrecError(f"table: missing run {path}; train it first")
             found[model].append(json.loads(path.read_text()))
@@ -80,17 +81,20 @@ def paired_significance(rows: list[dict[str, Any]], candidate: str, level: float
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]], baseline: str) -> list[dict[str, Any]]:
-    """One row per model: per task mean, std, n, gain over the baseline's mean."""
-    tasks = next(iter(runs.values()))[0]["tasks"]
+    """One row per model: per task mean, std, n, gain over the baseline's mean of the runs'
+    test metric (the experiment's, e.g. test_auc)."""
+    first = next(iter(runs.values()))[0]
+    tasks, key = first["tasks"], f"test_{first.get('metric', 'auc')}"
     means = {
-        model: {t: statistics.fmean(r["test_auc"][t] for r in rs) for t in tasks}
+        model: {t: statistics.fmean(r[key][t] for r in rs) for t in tasks}
         for model, rs in runs.items()
     }
     rows = []
     for model, rs in runs.items():
-        row: dict[str, Any] = {"model": model, "n_seeds": len(rs), "tasks": {}}
+        row: dict[str, Any] = {"model": model, "n_seeds": len(rs), "tasks": {},
+                               "metric": metric_label(first)}
         for task in tasks:
-            values = [r["test_auc"][task] for r in rs]
+            values = [r[key][task] for r in rs]
             row["tasks"][task] = {
                 "mean": means[model][task],
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -150,12 +154,19 @@ def _gain(value: float | None, decimals: int) -> str:
     return "--" if value is None else f"{value:+.{decimals}f}"
 
 
+def metric_label(metrics: dict[str, Any]) -> str:
+    """The tables' label of a run's metric (AUC for runs made before metrics were named)."""
+    from mtlrec.evaluate.metrics import get_metric
+
+    return get_metric(metrics.get("metric", "auc")).label
+
+
 def render_markdown(rows: list[dict[str, Any]], paper: dict[str, Any], decimals: int,
                     title: str, notes: list[str]) -> str:
-    tasks = list(rows[0]["tasks"])
+    tasks, label = list(rows[0]["tasks"]), rows[0]["metric"]
     head = ["Model"]
     for i, _ in enumerate(tasks, 1):
-        head += [f"AUC/T{i} (ours)", f"AUC/T{i} (paper)"]
+        head += [f"{label}/T{i} (ours)", f"{label}/T{i} (paper)"]
     head += [f"Gain/T{i}" for i, _ in enumerate(tasks, 1)]
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -173,14 +184,14 @@ def render_markdown(rows: list[dict[str, Any]], paper: dict[str, Any], decimals:
 
 def render_latex(rows: list[dict[str, Any]], paper: dict[str, Any], decimals: int, title: str,
                  notes: list[str]) -> str:
-    tasks = list(rows[0]["tasks"])
+    tasks, label = list(rows[0]["tasks"]), rows[0]["metric"]
     n = len(tasks)
     lines = [f"% {title}"] + [f"% {note}" for note in notes] + [
         r"\begin{tabular}{l" + "rr" * n + "r" * n + "}",
         r"\toprule",
         " & ".join(
             ["Model"]
-            + [rf"\multicolumn{{2}}{{c}}{{AUC/T{i}}}" for i in range(1, n + 1)]
+            + [rf"\multicolumn{{2}}{{c}}{{{label}/T{i}}}" for i in range(1, n + 1)]
             + [f"Gain/T{i}" for i in range(1, n + 1)]
         ) + r" \\",
         " & ".join([""] + ["ours", "paper"] * n + [""] * n) + r" \\",
@@ -200,18 +211,20 @@ def render_latex(rows: list[dict[str, Any]], paper: dict[str, Any], decimals: in
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
-    lines = ["model,task,seed_index,test_auc"]
+    lines = [f"model,task,seed_index,test_{rows[0]['metric'].lower()}"]
     for row in rows:
         for task, cell in row["tasks"].items():
             lines += [f"{row['model']},{task},{i},{v!r}" for i, v in enumerate(cell["values"])]
     return "\n".join(lines) + "\n"
 
 
-def make_table2(params: dict[str, Any], runs_root: Path, out_dir: Path) -> list[dict[str, Any]]:
-    """Write out_dir/table2_<dataset>.{tex,md,csv}; reads `report.table2` and `train.seeds`."""
-    table = params["report"]["table2"]
-    dataset, decimals = table["dataset"], table["decimals"]
-    runs = collect(runs_root, dataset, table["models"], params["train"]["seeds"])
+def make_table2(params: dict[str, Any], experiment: str, runs_root: Path, out_dir: Path
+                ) -> list[dict[str, Any]]:
+    """Write out_dir/table2_<experiment>.{tex,md,csv}; reads `report.<experiment>.table2`,
+    `experiments.<experiment>.dataset` and `train.seeds`."""
+    table = params["report"][experiment]["table2"]
+    dataset, decimals = params["experiments"][experiment]["dataset"], table["decimals"]
+    runs = collect(runs_root, experiment, table["models"], params["train"]["seeds"])
     rows = summarise(runs, table["baseline"])
     notes = []
     significance = table.get("significance")
@@ -219,10 +232,11 @@ def make_table2(params: dict[str, Any], runs_root: Path, out_dir: Path) -> list[
         paired_significance(rows, significance["candidate"], significance["level"])
         notes.append(_significance_note(rows, significance))
     paper = paper_values()["table2"].get(dataset, {})
-    title = (f"Table 2 ({dataset}): test AUC, mean ± std over {len(params['train']['seeds'])} "
+    title = (f"Table 2 ({dataset}): test {rows[0]['metric']}, mean ± std over "
+             f"{len(params['train']['seeds'])} "
              f"seed(s); Gain = ours minus {DISPLAY_NAMES.get(table['baseline'])}")
     notes += _provenance_lines(runs)
-    stem = out_dir / f"table2_{dataset}"
+    stem = out_dir / f"table2_{experiment}"
     write_text_atomic(stem.with_suffix(".tex"), render_latex(rows, paper, decimals, title, notes))
     write_text_atomic(stem.with_suffix(".md"), render_markdown(rows, paper, decimals, title, notes))
     write_text_atomic(stem.with_suffix(".csv"), render_csv(rows))

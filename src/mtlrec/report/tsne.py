@@ -22,7 +22,7 @@ from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 from mtlrec.config import resolve_model
-from mtlrec.data.batches import load_splits
+from mtlrec.data.splits import load_splits
 from mtlrec.errors import MtlrecError
 from mtlrec.models import build_model
 from mtlrec.models.layers import FeatureSpec, MultiTaskModel
@@ -57,11 +57,14 @@ def representations(model: MultiTaskModel, dense: torch.Tensor, sparse: torch.Te
     return {name: value.cpu().numpy() for name, value in out.items()}
 
 
-def make_tsne(params: dict[str, Any], data_dir: Path, runs_root: Path, figures: Path) -> None:
-    cfg = params["report"]["tsne"]
+def make_tsne(params: dict[str, Any], experiment: str, data_dir: Path, runs_root: Path,
+              figures: Path) -> None:
+    """tsne_<experiment>.png from the first seed's checkpoints of `report.<experiment>.tsne`."""
+    cfg = params["report"][experiment]["tsne"]
+    exp = params["experiments"][experiment]
     seed = params["train"]["seeds"][0]
-    tasks = params["train"]["tasks"]
-    splits = load_splits(data_dir, tasks, seed, params["train"]["val_fraction"])
+    tasks = exp["tasks"]
+    splits = load_splits(data_dir, tasks, seed, params["datasets"][exp["dataset"]]["split"])
     n = min(cfg["n_rows"], len(splits.train))
     train = splits.train.take(slice(0, n))
     features = FeatureSpec.from_schema(splits.schema)
@@ -69,7 +72,7 @@ def make_tsne(params: dict[str, Any], data_dir: Path, runs_root: Path, figures: 
     for ax, run_name in zip(np.atleast_1d(axes), cfg["models"], strict=True):
         base, hparams = resolve_model(params, run_name)
         model = build_model(base, features, len(tasks), hparams)
-        checkpoint = run_dir(runs_root, cfg["dataset"], run_name, seed) / "model.pt"
+        checkpoint = run_dir(runs_root, experiment, run_name, seed) / "model.pt"
         if not checkpoint.is_file():
             raise MtlrecError(f"t-SNE: missing checkpoint {checkpoint}; train it first")
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
@@ -87,4 +90,4 @@ def make_tsne(params: dict[str, Any], data_dir: Path, runs_root: Path, figures: 
         ax.set_yticks([])
         ax.legend(markerscale=6, fontsize=8)
     fig.suptitle("t-SNE of task-sharing vs task-specific representations")
-    save_png(fig, figures / f"tsne_{cfg['dataset']}.png")
+    save_png(fig, figures / f"tsne_{experiment}.png")

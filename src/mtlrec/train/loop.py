@@ -1,5 +1,11 @@
-"""The multi-task training loop: Adam, the model's loss, early stopping on the sum of validation
-AUCs, best state restored, per-epoch curves, a progress bar, and resumable per-epoch checkpoints."""
+"""The multi-task training loop: Adam, the model's gradient combiner over the objective's losses,
+epoch hooks, early stopping on the sum of the experiment's validation metric over tasks, best
+state restored, per-epoch curves, a progress bar, and resumable per-epoch checkpoints.
+
+The loop composes the seams and owns none of them: the model gives `LossTerms`
+(mtlrec.models.layers), the objective the per-task losses (mtlrec.train.objectives), the combiner
+the update (mtlrec.train.combiners), the hooks the work between epochs (mtlrec.train.hooks), the
+metric the validation score (mtlrec.evaluate.metrics)."""
 
 from __future__ import annotations
 
@@ -12,10 +18,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mtlrec.data.batches import Splits, batch_indices
-from mtlrec.evaluate.metrics import predict, task_aucs
+from mtlrec.data.batches import batch_indices
+from mtlrec.data.splits import Splits
+from mtlrec.evaluate.metrics import Metric, predict
 from mtlrec.models.layers import Batch, MultiTaskModel, StepInfo
 from mtlrec.provenance import save_torch_atomic
+from mtlrec.train.combiners import get_combiner
+from mtlrec.train.objectives import Objective
 from mtlrec.train.optim import LeanAdam
 
 
@@ -27,12 +36,14 @@ class TrainConfig:
     patience: int
     lr: float
     shuffle: bool
-    progress: bool = True
+    progress: bool = True  # a display flag (params `display.progress`), not a result's input
 
     @classmethod
-    def from_params(cls, section: dict[str, Any]) -> TrainConfig:
+    def from_params(cls, section: dict[str, Any], display: dict[str, Any] | None = None
+                    ) -> TrainConfig:
         names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in section.items() if k in names})
+        progress = bool((display or {}).get("progress", True))
+        return cls(**{k: v for k, v in section.items() if k in names}, progress=progress)
 
 
 @dataclass
@@ -52,8 +63,12 @@ def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> t
 
 
 def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits: Splits,
-                cfg: TrainConfig, generator: torch.Generator, epoch: int) -> float:
+                cfg: TrainConfig, generator: torch.Generator, epoch: int,
+                objective: Objective) -> float:
+    """One pass over the training split, each batch stepped by the model's gradient combiner;
+    returns the mean step loss."""
     model.train()
+    combiner = get_combiner(model.combiner)
     train = splits.train
     batches = batch_indices(len(train), cfg.batch_size, cfg.shuffle, generator)
     n_batches = math.ceil(len(train) / cfg.batch_size)
@@ -62,14 +77,14 @@ def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits:
                                     disable=not cfg.progress, leave=False, mininterval=2.0)):
         batch = Batch(train.dense[idx], train.sparse[idx], train.labels[idx], train.row_id[idx])
         info = StepInfo(epoch, step, n_batches, cfg.epochs, cfg.batch_size)
-        total += model.train_step(batch, info, optimizer)
+        total += combiner.step(model, batch, info, objective, optimizer)
     return float(total) / n_batches
 
 
-def evaluate(model: MultiTaskModel, splits: Splits, split_name: str, batch_size: int
-             ) -> list[float]:
-    split = getattr(splits, split_name)
-    return task_aucs(predict(model, split, batch_size), split.labels)
+def evaluate(model: MultiTaskModel, split: Any, batch_size: int, objective: Objective,
+             metric: Metric) -> list[float]:
+    """The metric per task on one split (TensorSplit)."""
+    return metric.per_task(predict(model, split, batch_size, objective), split.labels)
 
 
 def _save_resume(path: Path, model, optimizer, state: TrainState, generator) -> None:
@@ -92,9 +107,11 @@ def _load_resume(path: Path, model, optimizer, generator) -> TrainState:
     return payload["state"]
 
 
-def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int,
-        resume_path: Path | None = None, label: str = "") -> TrainState:
-    """Train with early stopping; on return the model holds the best-validation weights.
+def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, objective: Objective,
+        metric: Metric, resume_path: Path | None = None, label: str = "") -> TrainState:
+    """Train with early stopping on the sum over tasks of `metric` on the validation split; on
+    return the model holds the best-validation weights. Curve entries: epoch, train_loss,
+    val_<metric> and the epoch hooks' fields.
 
     When `resume_path` is given, the full training state is saved there after every epoch and a run
     interrupted mid-way continues from its last finished epoch with identical results.
@@ -103,25 +120,30 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int,
     optimizer = make_optimizer(model, cfg.lr, device)
     generator = torch.Generator().manual_seed(seed)
     state = TrainState()
-    model.prepare(len(splits.train))
+    hooks = model.epoch_hooks()
+    for hook in hooks:
+        hook.before_training(model, len(splits.train))
     if resume_path is not None and resume_path.is_file():
         state = _load_resume(resume_path, model, optimizer, generator)
     bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=label or "train",
                disable=not cfg.progress, unit="epoch")
     while state.epoch < cfg.epochs and not state.stopped_early:
         epoch = state.epoch + 1
-        loss = train_epoch(model, optimizer, splits, cfg, generator, epoch)
-        extra = model.on_epoch_end(epoch, splits.train, cfg.eval_batch_size)
-        val_auc = evaluate(model, splits, "val", cfg.eval_batch_size)
-        score = sum(val_auc)
+        loss = train_epoch(model, optimizer, splits, cfg, generator, epoch, objective)
+        extra: dict[str, Any] = {}
+        for hook in hooks:
+            extra.update(hook.after_epoch(model, epoch, splits.train, cfg.eval_batch_size))
+        val_scores = evaluate(model, splits.val, cfg.eval_batch_size, objective, metric)
+        score = sum(val_scores) if metric.higher_is_better else -sum(val_scores)
         improved = score > state.best_score
         if improved:
             state.best_score, state.best_epoch = score, epoch
             state.best_state = copy.deepcopy(model.state_dict())
-        state.history.append({"epoch": epoch, "train_loss": loss, "val_auc": val_auc, **extra})
+        state.history.append({"epoch": epoch, "train_loss": loss, f"val_{metric.name}": val_scores,
+                              **extra})
         state.epoch = epoch
         state.stopped_early = epoch - state.best_epoch >= cfg.patience
-        bar.set_postfix(loss=f"{loss:.4f}", val_auc="/".join(f"{a:.4f}" for a in val_auc),
+        bar.set_postfix(loss=f"{loss:.4f}", val="/".join(f"{a:.4f}" for a in val_scores),
                         best=state.best_epoch)
         bar.update(1)
         if resume_path is not None:

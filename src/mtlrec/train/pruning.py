@@ -29,14 +29,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mtlrec.config import section
+from mtlrec.config import experiment_section, section
 from mtlrec.errors import MtlrecError
-from mtlrec.evaluate.metrics import predict, task_aucs
+from mtlrec.evaluate.metrics import get_metric
 from mtlrec.models.layers import FeatureSpec
 from mtlrec.models.shared_bottom import SharedBottom
 from mtlrec.models.sparse_sharing import SparseSharing, prune_rate
 from mtlrec.provenance import provenance, save_torch_atomic, write_json_atomic
-from mtlrec.train.loop import TrainConfig, make_optimizer, train_epoch
+from mtlrec.train.loop import TrainConfig, evaluate, make_optimizer, train_epoch
+from mtlrec.train.objectives import get_objective
 from mtlrec.train.setup import start_run
 
 MASKS_FILE = "masks.pt"
@@ -58,7 +59,7 @@ def prune_smallest(weight: torch.Tensor, mask: torch.Tensor, rate: float) -> tor
 
 
 def choose_iteration(history: list[dict[str, Any]], selection: str,
-                     min_prune_rate: float) -> int:
+                     min_prune_rate: float, score_key: str = "val_auc") -> int:
     """The index of the kept iteration: `last`, or `best_val` among those pruned > min_prune_rate
     (the most pruned one if none is)."""
     if selection == "last":
@@ -66,11 +67,12 @@ def choose_iteration(history: list[dict[str, Any]], selection: str,
     eligible = [i for i, h in enumerate(history) if h["prune_rate"] > min_prune_rate]
     if not eligible:
         return len(history) - 1
-    return max(eligible, key=lambda i: (history[i]["val_auc"], -i))
+    return max(eligible, key=lambda i: (history[i][score_key], -i))
 
 
 def _task_masks(model: SparseSharing, task: int, warm_state: dict[str, torch.Tensor], splits,
-                cfg: TrainConfig, seed: int, pruning: dict[str, Any]) -> tuple[list, list]:
+                cfg: TrainConfig, seed: int, pruning: dict[str, Any], objective: Any,
+                metric: Any) -> tuple[list, list]:
     """IMP for one task; returns (the kept masks, one [out, in] per layer, the history)."""
     masks = [torch.ones_like(layer.weight) for layer in model.masked_layers()]
     history, kept = [], []
@@ -90,40 +92,46 @@ def _task_masks(model: SparseSharing, task: int, warm_state: dict[str, torch.Ten
         optimizer = make_optimizer(model, cfg.lr, device)
         generator = torch.Generator().manual_seed(seed + iteration)
         for epoch in range(1, pruning["epochs_per_iteration"] + 1):
-            train_epoch(model, optimizer, splits, cfg, generator, epoch)
-        val_auc = task_aucs(predict(model, splits.val, cfg.eval_batch_size), splits.val.labels)
+            train_epoch(model, optimizer, splits, cfg, generator, epoch, objective)
+        val_scores = evaluate(model, splits.val, cfg.eval_batch_size, objective, metric)
         history.append({"iteration": iteration, "prune_rate": prune_rate(masks),
-                        "val_auc": val_auc[task]})
+                        f"val_{metric.name}": val_scores[task]})
         kept.append([m.clone() for m in masks])
-    chosen = choose_iteration(history, pruning["selection"], pruning["min_prune_rate"])
+    chosen = choose_iteration(history, pruning["selection"], pruning["min_prune_rate"],
+                              f"val_{metric.name}")
     return kept[chosen], [{**h, "kept": i == chosen} for i, h in enumerate(history)]
 
 
-def find_masks(params: dict[str, Any], seed: int, data_dir: Path, out_dir: Path
-               ) -> dict[str, Any]:
-    """Run IMP for every task with `seed`; write out_dir/{masks.pt, masks.json}.
+def find_masks(params: dict[str, Any], experiment: str, seed: int, data_dir: Path,
+               out_dir: Path) -> dict[str, Any]:
+    """Run IMP for every task of `experiment` with `seed`; write out_dir/{masks.pt, masks.json}.
 
-    Reads params sections `pruning`, `train` (tasks, split, batch sizes, lr) and `runtime`.
+    Reads params sections `pruning`, `train` (batch sizes, lr), `runtime`, `display`,
+    `experiments.<experiment>` (tasks, objective, metric) and its dataset's split.
     """
     pruning = section(params, "pruning")
     train_params = section(params, "train")
     runtime = section(params, "runtime")
+    exp = experiment_section(params, experiment)
+    split = section(params, f"datasets.{exp['dataset']}.split")
+    objective, metric = get_objective(exp["objective"]), get_metric(exp["metric"])
     started = time.perf_counter()
-    splits, device = start_run(train_params, runtime, seed, data_dir)
+    splits, device = start_run(runtime, seed, data_dir, exp["tasks"], split)
     features = FeatureSpec.from_schema(splits.schema)
     num_tasks = len(splits.tasks)
     warmup = SharedBottom(features, num_tasks, **pruning["network"]).to(device)
-    cfg = TrainConfig.from_params(train_params)
+    cfg = TrainConfig.from_params(train_params, params.get("display"))
     optimizer = make_optimizer(warmup, cfg.lr, device)
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(1, pruning["warmup_epochs"] + 1):
-        train_epoch(warmup, optimizer, splits, cfg, generator, epoch)
+        train_epoch(warmup, optimizer, splits, cfg, generator, epoch, objective)
     warm_state = copy.deepcopy(warmup.state_dict())
 
     model = SparseSharing(features, num_tasks, **pruning["network"]).to(device)
     per_task, report = [], {}
     for task, name in enumerate(splits.tasks):
-        masks, history = _task_masks(model, task, warm_state, splits, cfg, seed, pruning)
+        masks, history = _task_masks(model, task, warm_state, splits, cfg, seed, pruning,
+                                     objective, metric)
         per_task.append(masks)
         report[name] = history
     stacked = [torch.stack(layer).cpu() for layer in zip(*per_task, strict=True)]  # [K, out, in]
@@ -137,7 +145,9 @@ def find_masks(params: dict[str, Any], seed: int, data_dir: Path, out_dir: Path
                             for k, name in enumerate(splits.tasks)},
         "overlap_share": float(sum(m.prod(0).sum() for m in stacked)
                                / sum(m[0].numel() for m in stacked)),
-        "params": {"pruning": pruning, "train": train_params, "runtime": runtime},
+        "params": {"pruning": pruning, "train": train_params, "runtime": runtime,
+                   f"experiments.{experiment}": exp,
+                   f"datasets.{exp['dataset']}.split": split},
         "provenance": provenance(device, runtime["num_threads"]),
     }
     save_torch_atomic(out_dir / MASKS_FILE, {"tasks": splits.tasks, "masks": stacked})

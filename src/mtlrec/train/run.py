@@ -1,4 +1,5 @@
-"""One training run (a model, a seed) from encoded data to a checkpoint and a metrics file."""
+"""One training run (an experiment, a model, a seed) from encoded data to a checkpoint and a
+metrics file."""
 
 from __future__ import annotations
 
@@ -6,60 +7,71 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtlrec.config import resolve_model, section
+from mtlrec.config import experiment_section, resolve_model, section
 from mtlrec.errors import MtlrecError
-from mtlrec.evaluate.metrics import predict, task_aucs
+from mtlrec.evaluate.metrics import get_metric
 from mtlrec.models import build_model
 from mtlrec.models.layers import FeatureSpec
 from mtlrec.provenance import provenance, save_torch_atomic, write_json_atomic
-from mtlrec.train.loop import TrainConfig, fit
+from mtlrec.train.loop import TrainConfig, evaluate, fit
+from mtlrec.train.objectives import get_objective
 from mtlrec.train.pruning import load_masks
 from mtlrec.train.setup import start_run
 
 RESUME_FILE = "resume.pt"
 
 
-def run_training(params: dict[str, Any], run_name: str, seed: int, data_dir: Path,
-                 out_dir: Path, masks: Path | None = None) -> dict[str, Any]:
-    """Train the model or variant `run_name` with `seed`; write out_dir/{model.pt, metrics.json,
-    timing.json}.
+def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: int,
+                 data_dir: Path, out_dir: Path, masks: Path | None = None) -> dict[str, Any]:
+    """Train the model or variant `run_name` of `experiment` with `seed`; write
+    out_dir/{model.pt, metrics.json, timing.json}.
 
-    Reads params sections `train`, `runtime` and `models.<model>` (plus `variants.<run_name>` for a
-    variant) only. Models that train on subnetwork masks (Sparse Sharing, CSRec) read them from
-    `masks` (masks.pt of `mtlrec masks`, made with the same seed). Returns the metrics dict (also
-    written to metrics.json, byte-identical for identical inputs).
+    Reads params sections `train`, `runtime`, `display`, `experiments.<experiment>`, the split of
+    its dataset and `models.<model>` (plus `variants.<run_name>` for a variant) only. Models that
+    train on subnetwork masks (Sparse Sharing, CSRec) read them from `masks` (masks.pt of
+    `mtlrec masks`, made with the same seed). Returns the metrics dict (also written to
+    metrics.json, byte-identical for identical inputs).
     """
     train_params = section(params, "train")
     runtime = section(params, "runtime")
+    exp = experiment_section(params, experiment)
+    split = section(params, f"datasets.{exp['dataset']}.split")
+    objective, metric = get_objective(exp["objective"]), get_metric(exp["metric"])
     model_name, hparams = resolve_model(params, run_name)
     started = time.perf_counter()
-    splits, device = start_run(train_params, runtime, seed, data_dir)
+    splits, device = start_run(runtime, seed, data_dir, exp["tasks"], split)
     model = build_model(model_name, FeatureSpec.from_schema(splits.schema), len(splits.tasks),
                         hparams).to(device)
     if model.needs_masks:
         if masks is None:
             raise MtlrecError(f"{run_name} trains on subnetwork masks: pass --masks (masks.pt)")
         model.load_masks([m.to(device) for m in load_masks(masks, splits.tasks)])
-    cfg = TrainConfig.from_params(train_params)
-    state = fit(model, splits, cfg, seed, resume_path=out_dir / RESUME_FILE,
+    cfg = TrainConfig.from_params(train_params, params.get("display"))
+    state = fit(model, splits, cfg, seed, objective, metric, resume_path=out_dir / RESUME_FILE,
                 label=f"{run_name} seed={seed}")
-    test_auc = task_aucs(predict(model, splits.test, cfg.eval_batch_size), splits.test.labels)
+    test_scores = evaluate(model, splits.test, cfg.eval_batch_size, objective, metric)
     best = state.history[state.best_epoch - 1]
 
     metrics = {
         "model": run_name,
+        "experiment": experiment,
         "dataset": splits.schema.get("dataset", "unknown"),
         "seed": seed,
         "tasks": splits.tasks,
-        "test_auc": dict(zip(splits.tasks, test_auc, strict=True)),
-        "val_auc": dict(zip(splits.tasks, best["val_auc"], strict=True)),
+        "objective": objective.name,
+        "metric": metric.name,
+        f"test_{metric.name}": dict(zip(splits.tasks, test_scores, strict=True)),
+        f"val_{metric.name}": dict(zip(splits.tasks, best[f"val_{metric.name}"], strict=True)),
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
         "stopped_early": state.stopped_early,
         "num_params": sum(p.numel() for p in model.parameters()),
         "rows": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "curves": state.history,
-        "params": {"train": train_params, "runtime": runtime, f"models.{model_name}": hparams},
+        "params": {"train": train_params, "runtime": runtime,
+                   f"experiments.{experiment}": exp,
+                   f"datasets.{exp['dataset']}.split": split,
+                   f"models.{model_name}": hparams},
         "provenance": provenance(device, runtime["num_threads"]),
     }
     if run_name != model_name:

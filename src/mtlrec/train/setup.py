@@ -7,22 +7,22 @@ from typing import Any
 
 import torch
 
-from mtlrec.data.batches import Splits, load_splits
+from mtlrec.data.splits import Splits, load_splits
 from mtlrec.kernels import set_cpu_linear
 from mtlrec.provenance import resolve_device, set_seed, use_deterministic_kernels
 
 
-def start_run(train_params: dict[str, Any], runtime: dict[str, Any], seed: int,
-              data_dir: Path) -> tuple[Splits, torch.device]:
-    """Set torch's threads, the dense layers' CPU kernels (deterministic kernels on a GPU) and every
-    RNG from `seed`, then load the seed's train/val/test split onto the device of `runtime` (a
-    model built right after starts from the seed's weights)."""
+def start_run(runtime: dict[str, Any], seed: int, data_dir: Path, tasks: list[str],
+              split: dict[str, Any]) -> tuple[Splits, torch.device]:
+    """Set torch's threads, the CPU kernels (deterministic kernels on a GPU) and every RNG from
+    `seed`, then load the seed's train/val/test split (protocol params `split`) of `tasks` onto
+    the device of `runtime` (a model built right after starts from the seed's weights)."""
     torch.set_num_threads(runtime["num_threads"])
     set_cpu_linear(runtime["cpu_linear"])
     device = resolve_device(runtime["device"])
     use_deterministic_kernels(device)
     set_seed(seed)
-    splits = load_splits(data_dir, train_params["tasks"], seed, train_params["val_fraction"])
+    splits = load_splits(data_dir, tasks, seed, split)
     for name in ("train", "val", "test"):
         setattr(splits, name, getattr(splits, name).to(device))
     return splits, device

@@ -1,0 +1,109 @@
+"""Dataset declarations: where a dataset's raw files come from and how they become typed columns.
+
+A dataset is a params section `datasets.<name>` naming a reader (READERS) plus that reader's keys,
+its encoding options (`fit_encoders_on`, row limits) and its split protocol (`split`, see
+mtlrec.data.splits). A reader does two things:
+- `fetch(name, section, out_dir)`: place the raw files in data/raw/<name>, verified by sha256;
+- `read(name, section, raw_dir) -> RawTables`: the train and held-out files as columns, their
+  sparse and dense field names, and one 0/1 label column per task.
+Everything below the reader (encoding, batching, splitting, models, reports) reads the encoded
+files and schema.json and never names a dataset.
+
+Readers: `census` (the UCI Census-Income KDD files, mtlrec.data.census) and `table` (a user's own
+CSV or parquet file(s), mtlrec.data.table). A new dataset with its own raw format is one module
+with these two functions and one line in READERS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mtlrec.errors import MtlrecError
+
+
+@dataclass
+class RawTables:
+    frames: dict[str, pd.DataFrame]  # split (train, test) -> the raw columns
+    labels: dict[str, pd.DataFrame]  # split -> one 0/1 int8 column per task
+    sparse: list[str]  # categorical fields (label-encoded, embedded)
+    dense: list[str]  # numeric fields (min-max scaled)
+
+
+@dataclass(frozen=True)
+class Reader:
+    fetch: Callable[[str, dict[str, Any], Path], list[Path]]
+    read: Callable[[str, dict[str, Any], Path], RawTables]
+
+
+def _census_fetch(name: str, section: dict[str, Any], out_dir: Path) -> list[Path]:
+    from mtlrec.data.sources import fetch
+
+    return fetch("census", out_dir, section["mirror"])
+
+
+def _census_read(name: str, section: dict[str, Any], raw_dir: Path) -> RawTables:
+    from mtlrec.data import census
+
+    limits = {"train": section["max_train_rows"], "test": section["max_test_rows"]}
+    frames = {}
+    for split, file_name in census.RAW_FILES.items():
+        path = raw_dir / file_name
+        if not path.is_file():
+            raise MtlrecError(f"census: raw file {path} not found; run the fetch stage first")
+        frames[split] = census.read_raw(path, limits[split])
+    labels = {split: census.labels(frame) for split, frame in frames.items()}
+    return RawTables(frames, labels, list(census.SPARSE), list(census.DENSE))
+
+
+def _table_fetch(name: str, section: dict[str, Any], out_dir: Path) -> list[Path]:
+    from mtlrec.data.table import fetch_table
+
+    return fetch_table(name, section, out_dir)
+
+
+def _table_read(name: str, section: dict[str, Any], raw_dir: Path) -> RawTables:
+    from mtlrec.data.table import read_table
+
+    return read_table(name, section, raw_dir)
+
+
+READERS: dict[str, Reader] = {
+    "census": Reader(_census_fetch, _census_read),
+    "table": Reader(_table_fetch, _table_read),
+}
+
+
+def dataset_section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    datasets = params["datasets"]
+    if name not in datasets:
+        raise MtlrecError(f"unknown dataset '{name}' (declared in params: {sorted(datasets)})")
+    return datasets[name]
+
+
+def fetch_dataset(params: dict[str, Any], name: str, out_dir: Path) -> list[Path]:
+    """Place the verified raw files of dataset `name` in `out_dir`."""
+    section = dataset_section(params, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return READERS[section["reader"]].fetch(name, section, out_dir)
+
+
+def encode_dataset(params: dict[str, Any], name: str, raw_dir: Path, out_dir: Path
+                   ) -> dict[str, Any]:
+    """Raw files of dataset `name` -> out_dir/{train,test}.parquet + schema.json."""
+    from mtlrec.data.encode import encode_frames, write_encoded
+
+    section = dataset_section(params, name)
+    raw = READERS[section["reader"]].read(name, section, raw_dir)
+    for split, frame in raw.frames.items():
+        if len(frame) == 0:
+            raise MtlrecError(f"data: dataset '{name}': the {split} split is empty")
+    tables, schema = encode_frames(raw.frames, raw.labels, raw.sparse, raw.dense,
+                                   section["fit_encoders_on"])
+    schema["dataset"] = name
+    write_encoded(out_dir, tables, schema)
+    return schema
