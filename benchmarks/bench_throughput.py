@@ -12,8 +12,9 @@ References:
   TorchDataset + DataLoader with a plain loop ("library path"), and once trained as the library
   trains it: its `MTLTrainer.train_one_epoch` on that DataLoader, with the same L2 terms as ours
   ("trainer", the reference design/toolchain.md and the speed issue quote).
-Our side runs each model's own `train_step`, as the training loop does, once per dense-layer kernel
-setting in `--kernels` (onednn = the pipeline's default; torch = F.linear, the code before it).
+Our side runs each model through its gradient combiner (`train_step`), as the training loop
+does, once per dense-layer kernel setting in `--kernels` (onednn = the pipeline's default;
+torch = F.linear, the code before it).
 
 `--device cuda` times the same models on a GPU (data on the GPU, synchronised timers; the ceiling
 is a fp32 torch.mm there, TF32 off); torch-rechub and the kernel settings are CPU-only columns.
@@ -37,15 +38,18 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtlrec.config import load_params
-from mtlrec.data.batches import TensorSplit, load_splits
-from mtlrec.data.encode import encode_census
+from mtlrec.data.batches import TensorSplit
+from mtlrec.data.datasets import encode_dataset
 from mtlrec.data.sources import fetch
+from mtlrec.data.splits import load_splits
 from mtlrec.kernels import cpu_linear, set_cpu_linear
 from mtlrec.models import build_model
 from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
-from mtlrec.train.loop import make_optimizer
+from mtlrec.train.loop import make_optimizer, prepare_training, train_step
+from mtlrec.train.objectives import BinaryCrossEntropy
 
 REPO = Path(__file__).resolve().parents[1]
+BCE = BinaryCrossEntropy()
 MODELS = ("mmoe", "ple", "mptrec")
 RECHUB_REFERENCE = {"mmoe": "mmoe", "ple": "ple", "mptrec": "mmoe"}  # rechub has no MPT-Rec
 BATCHES = (256, 2048)
@@ -54,8 +58,8 @@ BATCHES = (256, 2048)
 def census_splits(workdir: Path):
     raw = workdir / "raw"
     fetch("census", raw)
-    encode_census(raw, workdir / "enc", "train", None, None)
-    return load_splits(workdir / "enc", ["income", "marital"], seed=1, val_fraction=0.5)
+    encode_dataset(load_params([REPO / "params.yaml"]), "census", raw, workdir / "enc")
+    return load_splits(workdir / "enc", ["income", "marital"], 1, {"val_fraction": 0.5})
 
 
 def synchronize() -> None:
@@ -78,11 +82,11 @@ def time_it(fn: Callable[[], int], repeats: int) -> float:
 
 
 def ours_train_fn(model, data: TensorSplit, batch: int, steps: int) -> Callable[[], int]:
-    """Our training path: the model's own `train_step` with the loop's optimizer (as
+    """Our training path: the model's gradient combiner with the loop's optimizer (as
     mtlrec.train.loop runs it)."""
     optimizer = make_optimizer(model, 1e-3, data.labels.device)
     n = len(data)
-    model.prepare(n)
+    prepare_training(model, n)
     per_epoch = n // batch
 
     def run() -> int:
@@ -91,8 +95,8 @@ def ours_train_fn(model, data: TensorSplit, batch: int, steps: int) -> Callable[
             start = (step * batch) % (n - batch)
             idx = slice(start, start + batch)
             piece = Batch(data.dense[idx], data.sparse[idx], data.labels[idx], data.row_id[idx])
-            model.train_step(piece, StepInfo(1 + step // per_epoch, step % per_epoch, per_epoch,
-                                             30, batch), optimizer)
+            train_step(model, piece, StepInfo(1 + step // per_epoch, step % per_epoch,
+                                              per_epoch, 30, batch), BCE, optimizer)
         return steps * batch
 
     return run
@@ -141,10 +145,10 @@ def counted_flops(fn: Callable[[], object]) -> float:
 
 def flops_per_training_sample(model, data: TensorSplit, batch: int) -> float:
     idx = slice(0, batch)
-    model.prepare(len(data))
+    prepare_training(model, len(data))
     piece = Batch(data.dense[idx], data.sparse[idx], data.labels[idx], data.row_id[idx])
     flops = counted_flops(
-        lambda: model.training_loss(piece, StepInfo(1, 0, 1, 1, batch)).backward())
+        lambda: model.training_losses(piece, StepInfo(1, 0, 1, 1, batch), BCE).total.backward())
     model.zero_grad(set_to_none=True)
     return flops / batch
 

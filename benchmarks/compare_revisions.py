@@ -1,7 +1,7 @@
 """Training throughput of the working tree against another git revision, measured in the same run.
 
 A speed change is judged by a ratio taken on the same machine at the same time: this checks the
-base revision out into a temporary git worktree and times each model's own `train_step` (with that
+base revision out into a temporary git worktree and times each model's training step (with that
 revision's optimizer, as its training loop runs it) under the base package and under the working
 tree's, in alternating child processes, `--pairs` times. Printed per model and pair: samples/s of
 both and their ratio (new / base). Single runs on a shared machine drift by ~10 %: read the ratios.
@@ -27,19 +27,30 @@ MEASURE = """
 import json, sys, time, torch
 from pathlib import Path
 from mtlrec.config import load_params
-from mtlrec.data.batches import load_splits
 from mtlrec.models import build_model
 from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
 from mtlrec.train.loop import make_optimizer
+try:  # revisions with the training seams (objectives, combiners, hooks)
+    from mtlrec.data.splits import load_splits
+    from mtlrec.train.loop import prepare_training, train_step
+    from mtlrec.train.objectives import BinaryCrossEntropy
+    split_arg, objective = {"val_fraction": 0.5}, BinaryCrossEntropy()
+except ImportError:  # older revisions: the model's own prepare / train_step
+    from mtlrec.data.batches import load_splits
+    split_arg, objective = 0.5, None
+    def prepare_training(model, n):
+        model.prepare(n)
+    def train_step(model, piece, info, objective, optimizer):
+        return model.train_step(piece, info, optimizer)
 name, data, repeats, steps, threads = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
 torch.set_num_threads(threads)
 params = load_params([Path(sys.argv[6])])
-splits = load_splits(Path(data), ["income", "marital"], seed=1, val_fraction=0.5)
+splits = load_splits(Path(data), ["income", "marital"], 1, split_arg)
 train = splits.train
 torch.manual_seed(0)
 model = build_model(name, FeatureSpec.from_schema(splits.schema), 2, params["models"][name])
 optimizer = make_optimizer(model, 1e-3, train.labels.device)
-model.prepare(len(train))
+prepare_training(model, len(train))
 per_epoch = len(train) // 256
 def run():
     model.train()
@@ -47,8 +58,8 @@ def run():
         start = (step * 256) % (len(train) - 256)
         idx = slice(start, start + 256)
         piece = Batch(train.dense[idx], train.sparse[idx], train.labels[idx], train.row_id[idx])
-        model.train_step(piece, StepInfo(1 + step // per_epoch, step % per_epoch, per_epoch, 30,
-                                         256), optimizer)
+        train_step(model, piece, StepInfo(1 + step // per_epoch, step % per_epoch, per_epoch, 30,
+                                          256), objective, optimizer)
 run()
 best = 0.0
 for _ in range(repeats):

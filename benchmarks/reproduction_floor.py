@@ -22,9 +22,12 @@ import torch
 from bench_throughput import counted_flops, fp32_ceiling  # the throughput bench's measures
 
 from mtlrec.config import load_params, resolve_model
-from mtlrec.data.batches import TensorSplit, load_splits
+from mtlrec.data.batches import TensorSplit
+from mtlrec.data.splits import load_splits
 from mtlrec.models import build_model
 from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
+from mtlrec.train.loop import prepare_training, train_step
+from mtlrec.train.objectives import BinaryCrossEntropy
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 256
@@ -32,11 +35,12 @@ BATCH = 256
 
 def per_sample_flops(model, data: TensorSplit) -> tuple[float, float]:
     """(FLOPs of one training sample through train_step, FLOPs of one inference sample)."""
-    model.prepare(len(data))
+    prepare_training(model, len(data))
     idx = slice(0, BATCH)
     piece = Batch(data.dense[idx], data.sparse[idx], data.labels[idx], data.row_id[idx])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    train = counted_flops(lambda: model.train_step(piece, StepInfo(1, 0, 1, 1, BATCH), optimizer))
+    train = counted_flops(lambda: train_step(model, piece, StepInfo(1, 0, 1, 1, BATCH),
+                                             BinaryCrossEntropy(), optimizer))
     with torch.no_grad():
         infer = counted_flops(lambda: model(piece.dense, piece.sparse))
     return train / BATCH, infer / BATCH
@@ -51,7 +55,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     params = load_params([REPO / "params.yaml"])
-    splits = load_splits(args.data, params["train"]["tasks"], 1, params["train"]["val_fraction"])
+    experiment = params["experiments"][args.dataset]
+    splits = load_splits(args.data, experiment["tasks"], 1,
+                         params["datasets"][experiment["dataset"]]["split"])
     features = FeatureSpec.from_schema(splits.schema)
     n_tasks = len(splits.tasks)
 

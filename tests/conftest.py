@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from mtlrec.data.encode import encode_census
+from mtlrec.data.datasets import encode_dataset
 from mtlrec.data.sources import fetch
 from mtlrec.provenance import use_deterministic_kernels
 
@@ -36,9 +36,22 @@ def base_params() -> dict:
 @pytest.fixture
 def tiny_params(base_params) -> dict:
     params = copy.deepcopy(base_params)
-    params["train"].update(seeds=[7], epochs=2, patience=2, progress=False, batch_size=256)
+    params["train"].update(seeds=[7], epochs=2, patience=2, batch_size=256)
+    params["display"]["progress"] = False
     params["runtime"]["device"] = str(device_under_test())
     return params
+
+
+def encode_census(raw: Path, out: Path, fit_on: str, max_train_rows: int | None,
+                  max_test_rows: int | None) -> dict:
+    """The Census dataset of params.yaml encoded with these options (a head of the files)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["datasets"]["census"].update(fit_encoders_on=fit_on, max_train_rows=max_train_rows,
+                                        max_test_rows=max_test_rows)
+    return encode_dataset(params, "census", raw, out)
+
+
+SPLIT = {"val_fraction": 0.5}  # the Census split protocol of params.yaml
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,10 @@ def test_profile_overlay_merges_and_validates(tmp_path):
         ({"train": {"epochs": "30"}}, "train.epochs"),  # a wrong type
         ({"train": {"lr": -1.0}}, "train.lr"),
         ({"models": {"mmoe": {"num_experts": 0}}}, "models.mmoe.num_experts"),
-        ({"data": {"census": {"fit_encoders_on": "test"}}}, "fit_encoders_on"),
+        ({"datasets": {"census": {"fit_encoders_on": "test"}}}, "fit_encoders_on"),
+        ({"datasets": {"census": {"mirorr": None}}}, "mirorr"),
+        ({"display": {"progres": False}}, "progres"),
+        ({"experiments": {"census": {"taks": ["income"]}}}, "taks"),
     ],
 )
 def test_bad_params_name_the_key(base_params, overlay, fragment):
@@ -38,7 +41,7 @@ def test_bad_params_name_the_key(base_params, overlay, fragment):
 
 def test_unknown_model_in_report_is_rejected(base_params):
     params = copy.deepcopy(base_params)
-    params["report"]["table2"]["models"].append("mmoee")
+    params["report"]["census"]["table2"]["models"].append("mmoee")
     with pytest.raises(MtlrecError, match="mmoee"):
         check_cross_references(params)
 
@@ -56,13 +59,33 @@ def test_cli_prints_one_line_error_without_traceback(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda p: p["dvc"]["train_models"].remove("stem"), "neither"),
-    (lambda p: p["dvc"]["train_models"].append("csrec"), "belongs in dvc.masked_models"),
-    (lambda p: p["dvc"]["masked_models"].append("mmoe"), "belongs in dvc.train_models"),
     (lambda p: p["models"]["csrec"].update(expert_hidden=[64]), "pruning.network.expert_hidden"),
+    (lambda p: p["experiments"]["census"].update(dataset="aliccp"), "no datasets.aliccp"),
+    (lambda p: p["experiments"]["census"].update(objective="bpr"), "objective: unknown 'bpr'"),
+    (lambda p: p["experiments"]["census"].update(metric="ndcg"), "metric: unknown 'ndcg'"),
+    (lambda p: p["build"].append("newtask"), "build: 'newtask'"),
+    (lambda p: p["report"]["census"].pop("tsne"), "notebook needs"),
+    (lambda p: p["report"]["census"]["table2"].update(baseline="mmoe2"), "baseline"),
 ])
-def test_dvc_run_lists_and_mask_networks_are_checked(base_params, edit, message):
+def test_cross_references_are_checked(base_params, edit, message):
     params = copy.deepcopy(base_params)
     edit(params)
     with pytest.raises(MtlrecError, match=message):
         check_cross_references(params)
+
+
+def test_committed_dvc_yaml_is_rendered_from_params(base_params):
+    """dvc.yaml is generated from the DAG definition: the committed file is the current one."""
+    from mtlrec.workflow import dvc_yaml_is_current
+
+    assert dvc_yaml_is_current(base_params), "run: mtlrec dag dvc --out dvc.yaml"
+
+
+def test_check_notes_a_stale_dvc_yaml(capsys):
+    from conftest import REPO
+
+    assert main(["check", "--params", str(REPO / "params.yaml")]) == 0
+    assert "dvc.yaml" not in capsys.readouterr().err
+    assert main(["check", "--params", str(REPO / "params.yaml"), "--params",
+                 str(REPO / "examples/my_table.yaml")]) == 0
+    assert "mtlrec dag dvc --out dvc.yaml" in capsys.readouterr().err

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SPLIT, encode_census
 
 from mtlrec.data import census
-from mtlrec.data.batches import batch_indices, load_splits
-from mtlrec.data.encode import encode_census
+from mtlrec.data.batches import batch_indices
 from mtlrec.data.sources import SOURCES, fetch, sha256_decompressed
+from mtlrec.data.splits import load_splits
 from mtlrec.errors import MtlrecError
 
 
@@ -93,9 +94,9 @@ def test_per_file_fitting_shifts_codes_like_the_official_code(tmp_path, raw_cens
 
 
 def test_splits_follow_the_seed(encoded_census):
-    a = load_splits(encoded_census, ["income", "marital"], seed=1, val_fraction=0.5)
-    b = load_splits(encoded_census, ["income", "marital"], seed=1, val_fraction=0.5)
-    c = load_splits(encoded_census, ["income", "marital"], seed=2, val_fraction=0.5)
+    a = load_splits(encoded_census, ["income", "marital"], seed=1, split=SPLIT)
+    b = load_splits(encoded_census, ["income", "marital"], seed=1, split=SPLIT)
+    c = load_splits(encoded_census, ["income", "marital"], seed=2, split=SPLIT)
     assert torch.equal(a.val.row_id, b.val.row_id)
     assert not torch.equal(a.val.row_id, c.val.row_id)
     assert len(a.val) + len(a.test) == 2000
@@ -105,7 +106,7 @@ def test_splits_follow_the_seed(encoded_census):
 
 def test_unknown_task_is_a_clear_error(encoded_census):
     with pytest.raises(MtlrecError, match="unknown task"):
-        load_splits(encoded_census, ["income", "salary"], seed=1, val_fraction=0.5)
+        load_splits(encoded_census, ["income", "salary"], seed=1, split=SPLIT)
 
 
 def test_batch_indices_cover_every_row_once():

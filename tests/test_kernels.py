@@ -219,3 +219,38 @@ def test_second_order_gradients_fail_loudly_on_onednn_and_work_on_torch():
         else:
             grad.sum().backward()  # MAML-style double backward
             assert weight.grad is not None
+
+
+@pytest.mark.parametrize("setting", ["onednn", "torch"])
+@pytest.mark.parametrize("name", sorted(__import__("mtlrec.models", fromlist=["MODELS"]).MODELS))
+def test_per_sample_gradients_with_torch_func_on_every_model(name, setting):
+    """vmap(grad(loss)) runs on every registered model with either kernel setting (the speed-only
+    Functions step aside under torch.func) and equals one backward pass per row."""
+    from test_models import batch, make
+    from torch.func import functional_call, grad, vmap
+
+    from mtlrec.kernels import set_cpu_linear
+    from mtlrec.train.objectives import BinaryCrossEntropy
+
+    objective = BinaryCrossEntropy()
+    set_cpu_linear(setting)
+    try:
+        model = make(name, reg=1e-3)
+        dense, sparse, labels = batch(6)
+        labels = labels[:, :2]
+        params = {k: v.detach() for k, v in model.named_parameters()}
+
+        def loss(p, d, s, y):
+            logits = functional_call(model, p, (d.unsqueeze(0), s.unsqueeze(0)))
+            return objective.task_losses(logits, y.unsqueeze(0)).sum()
+
+        per_row = vmap(grad(loss), in_dims=(None, 0, 0, 0))(params, dense, sparse, labels)
+        for row in (0, 5):
+            model.zero_grad(set_to_none=True)
+            objective.task_losses(model(dense[row:row + 1], sparse[row:row + 1]),
+                                  labels[row:row + 1]).sum().backward()
+            for key, param in model.named_parameters():
+                want = param.grad if param.grad is not None else torch.zeros_like(param)
+                assert torch.allclose(per_row[key][row], want, atol=1e-6), (key, row)
+    finally:
+        set_cpu_linear("onednn")

@@ -10,6 +10,15 @@ from mtlrec.data.batches import TensorSplit
 from mtlrec.models import build_model
 from mtlrec.models.adversarial import dann_alpha, reverse_gradient, schedule_progress
 from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
+from mtlrec.train.hooks import TaskClustering
+from mtlrec.train.objectives import BinaryCrossEntropy
+
+EM = TaskClustering()
+
+
+def loss_of(model, batch, info):
+    """The summed training loss (what the `sum` combiner minimises)."""
+    return model.training_losses(batch, info, BinaryCrossEntropy()).total
 
 FEATURES = FeatureSpec(dense=("a", "b"), sparse=(("x", 5), ("y", 7)))
 HPARAMS = {"embed_dim": 4, "expert_hidden": [16, 8], "tower_hidden": [8], "reg_emb": 0.0,
@@ -22,7 +31,7 @@ INFO = StepInfo(epoch=3, step=5, steps_per_epoch=10, epochs=5, batch_size=64)
 def make(**overrides):
     torch.manual_seed(0)
     model = build_model("mptrec", FEATURES, 2, {**HPARAMS, **overrides}).to(device_under_test())
-    model.prepare(64)
+    EM.before_training(model, 64)
     return model
 
 
@@ -82,22 +91,22 @@ def test_em_labels_follow_the_losses():
     """The E-step gives each row the task it predicts best: change which task is easy and the
     labels change."""
     model, split = make(), data()
-    costs = model.per_row_cluster_losses(split, 16)
+    costs = EM.per_row_costs(model, split, 16)
     assert costs.shape == (64, 2)
-    assert torch.equal(model.assign_clusters(split, 16), costs.argmin(1))
-    before = model.assign_clusters(split, 16)
+    assert torch.equal(EM.assign(model, split, 16), costs.argmin(1))
+    before = EM.assign(model, split, 16)
     flipped = copy.copy(split)
     flipped.labels = 1 - split.labels  # every row's per-task loss changes
-    after = model.assign_clusters(flipped, 16)
+    after = EM.assign(model, flipped, 16)
     assert not torch.equal(before, after)
-    info = model.on_epoch_end(2, split, 16)  # epoch 2: an E-step round
+    info = EM.after_epoch(model, 2, split, 16)  # epoch 2: an E-step round
     assert info["em_round"] == 1 and sum(info["em_sizes"]) == 64 and "em_changed" in info
-    assert "em_changed" not in model.on_epoch_end(3, split, 16)  # interval 2: no round at 3
+    assert "em_changed" not in EM.after_epoch(model, 3, split, 16)  # interval 2: no round at 3
 
 
 def test_invpref_e_step_gives_valid_labels():
     model, split = make(e_step="invpref"), data()
-    labels = model.assign_clusters(split, 16)
+    labels = EM.assign(model, split, 16)
     assert labels.shape == (64,) and set(labels.tolist()) <= {0, 1}
 
 
@@ -109,9 +118,9 @@ def test_env_labels_are_read_by_row_id_not_position():
     part = split.take(rows)
     batch = Batch(part.dense, part.sparse, part.labels, part.row_id)
     torch.manual_seed(0)
-    loss_rows = model.training_loss(batch, INFO)
+    loss_rows = loss_of(model, batch, INFO)
     model.env_ids[40:] = 0  # the labels of exactly these rows change -> the loss changes
-    assert not torch.allclose(loss_rows, model.training_loss(batch, INFO))
+    assert not torch.allclose(loss_rows, loss_of(model, batch, INFO))
 
 
 @pytest.mark.parametrize("variant", ["share", "specific"])
@@ -124,29 +133,29 @@ def test_share_and_specific_switch_the_prediction_only(variant):
     expected = full._share(rep) if variant == "share" else full._specific(rep)
     assert torch.allclose(other(split.dense, split.sparse), expected)
     # the training loss is unchanged by these switches
-    assert torch.allclose(full.training_loss(batch_of(split), INFO),
-                          other.training_loss(batch_of(split), INFO))
+    assert torch.allclose(loss_of(full, batch_of(split), INFO),
+                          loss_of(other, batch_of(split), INFO))
 
 
 def test_no_gan_drops_the_classifier_term():
     no_gan, full = make(variant="no_gan"), make()
     no_gan.load_state_dict(full.state_dict())
     split = data()
-    no_gan.training_loss(batch_of(split), INFO).backward()
+    loss_of(no_gan, batch_of(split), INFO).backward()
     assert no_gan.classifier.weight.grad is None
-    full.training_loss(batch_of(split), INFO).backward()
+    loss_of(full, batch_of(split), INFO).backward()
     assert full.classifier.weight.grad.abs().sum() > 0
 
 
 def test_fused_only_loss_ignores_share_and_classifier():
     model = make(stage1_loss="fused_only")
-    model.training_loss(batch_of(data()), INFO).backward()
+    loss_of(model, batch_of(data()), INFO).backward()
     assert model.classifier.weight.grad is None
 
 
 def test_checkpoint_carries_the_em_labels():
     model, split = make(), data()
-    model.on_epoch_end(2, split, 16)
+    EM.after_epoch(model, 2, split, 16)
     clone = make()
     clone.load_state_dict(model.state_dict())
     assert torch.equal(clone.env_ids, model.env_ids) and clone.em_round == 1
@@ -158,8 +167,8 @@ def test_cluster_initialisations():
     torch.manual_seed(3)
     model = build_model("mptrec", FEATURES, 2, HPARAMS)
     torch.manual_seed(3)
-    model.prepare(64)
+    EM.before_training(model, 64)
     assert torch.equal(model.env_ids.cpu(), expected)
     balanced = build_model("mptrec", FEATURES, 2, {**HPARAMS, "cluster_init": "balanced"})
-    balanced.prepare(65)
+    EM.before_training(balanced, 65)
     assert torch.bincount(balanced.env_ids).tolist() == [33, 32]

@@ -18,11 +18,12 @@ from mtlrec.config import deep_merge
 
 TINY = {
     "paths": {"root": "."},
-    "data": {"census": {"max_train_rows": 2000, "max_test_rows": 1000}},
-    "train": {"seeds": [11], "epochs": 1, "patience": 1, "progress": False},
+    "display": {"progress": False},
+    "datasets": {"census": {"max_train_rows": 2000, "max_test_rows": 1000}},
+    "train": {"seeds": [11], "epochs": 1, "patience": 1},
     "pruning": {"warmup_epochs": 1, "iterations": 3, "epochs_per_iteration": 1,
                 "min_prune_rate": 0.1},
-    "report": {"tsne": {"n_rows": 100}},
+    "report": {"census": {"tsne": {"n_rows": 100}}},
 }
 
 
@@ -71,31 +72,56 @@ def _report_images(project: Path) -> int:
                for cell in notebook["cells"] for output in cell.get("outputs", []))
 
 
+def _edit_params(project: Path, edit) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    edit(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 @pytest.mark.slow
 def test_dvc_repro_reruns_only_the_edited_model(project_copy: Path):
     first = _stages_run(_run(["dvc", "repro"], project_copy))
-    models = ["single_task", "shared_bottom", "mmoe", "ple", "stem", "mptrec"]
-    variants = ["mptrec_share", "mptrec_specific", "mptrec_no_gan"]
-    masked = {"train_masked@sparse_sharing-11", "train_masked@csrec-11"}
-    expected = {f"train@{m}-11" for m in models} | {f"train_variant@{v}-11" for v in variants}
-    expected |= masked | {"fetch_census", "encode_census", "masks_census@11", "table2_census",
-                          "ablation_census", "em_report_census", "tsne_census", "report_census"}
+    runs = ["single_task", "shared_bottom", "mmoe", "ple", "stem", "sparse_sharing", "csrec",
+            "mptrec", "mptrec_share", "mptrec_specific", "mptrec_no_gan"]
+    masked = {"train-census-sparse_sharing@11", "train-census-csrec@11"}
+    expected = {f"train-census-{r}@11" for r in runs}
+    expected |= {"fetch-census", "encode-census", "masks-census@11", "table2-census",
+                 "ablation-census", "em-census", "tsne-census", "report-census"}
     assert first == expected
     assert (project_copy / "results/tables/table2_census.tex").is_file()
     assert _report_images(project_copy) == 4  # curves, ablation, EM labels, t-SNE
     assert _stages_run(_run(["dvc", "repro"], project_copy)) == set()  # nothing changed
 
-    params = yaml.safe_load((project_copy / "params.yaml").read_text())
-    params["models"]["mmoe"]["reg_dnn"] = 0.001
-    (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # MMOE is in Table 2 only: its run, Table 2 and the report notebook rerun, nothing else
-    reran = _stages_run(_run(["dvc", "repro"], project_copy))
-    assert reran == {"train@mmoe-11", "table2_census", "report_census"}
+    # a display flag is an input of no result: nothing reruns
+    _edit_params(project_copy, lambda p: p["display"].update(progress=True))
+    assert _stages_run(_run(["dvc", "repro"], project_copy)) == set()
 
-    params["pruning"]["rate"] = 0.2  # new masks: the masked models retrain, no other model
-    (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # MMOE is in Table 2 only: its run, Table 2 and the report notebook rerun, nothing else
+    _edit_params(project_copy, lambda p: p["models"]["mmoe"].update(reg_dnn=0.001))
     reran = _stages_run(_run(["dvc", "repro"], project_copy))
-    assert reran == {"masks_census@11", *masked, "table2_census", "report_census"}
+    assert reran == {"train-census-mmoe@11", "table2-census", "report-census"}
+
+    # new masks: the masked models retrain, no other model
+    _edit_params(project_copy, lambda p: p["pruning"].update(rate=0.2))
+    reran = _stages_run(_run(["dvc", "repro"], project_copy))
+    assert reran == {"masks-census@11", *masked, "table2-census", "report-census"}
+
+
+@pytest.mark.slow
+def test_a_users_table_runs_to_its_own_table2_with_a_params_edit_only(project_copy: Path):
+    """The README's worked example, made tiny: an overlay declares the dataset (a CSV), the
+    experiment and its Table 2; `snakemake` builds it; a display flag reruns nothing."""
+    overlay = yaml.safe_load((project_copy / "examples/my_table.yaml").read_text())
+    overlay["train"] = {"seeds": [1], "epochs": 1, "patience": 1}
+    overlay["report"]["my_table"]["table2"]["models"] = ["single_task", "mmoe"]
+    (project_copy / "tiny_table.yaml").write_text(yaml.safe_dump(overlay))
+    _run(["snakemake", "--cores", "2", "--configfile", "tiny_table.yaml"], project_copy)
+    table = (project_copy / "out/my_table/results/tables/table2_my_table.md").read_text()
+    assert "| MMOE |" in table and "AUC/T2" in table
+    (project_copy / "bars.yaml").write_text("display:\n  progress: true\n")
+    dry = _run(["snakemake", "--cores", "2", "--dry-run", "--configfile", "tiny_table.yaml",
+                "bars.yaml"], project_copy)
+    assert "Nothing to be done" in dry
 
 
 @pytest.mark.slow

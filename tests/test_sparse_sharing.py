@@ -11,9 +11,18 @@ from test_models import batch, make
 
 from mtlrec.errors import MtlrecError
 from mtlrec.models.layers import Batch, StepInfo
+from mtlrec.train.combiners import MaskedTaskSteps
 from mtlrec.train.loop import make_optimizer
+from mtlrec.train.objectives import BinaryCrossEntropy
 from mtlrec.train.pruning import choose_iteration, find_masks, load_masks, prune_smallest
 from mtlrec.train.run import run_training
+
+BCE = BinaryCrossEntropy()
+
+
+def step(model, data, optimizer):
+    """One batch through the masked models' combiner (what the training loop does)."""
+    return MaskedTaskSteps().step(model, data, INFO, BCE, optimizer)
 
 INFO = StepInfo(epoch=1, step=0, steps_per_epoch=1, epochs=1, batch_size=32)
 
@@ -56,7 +65,7 @@ def test_forward_uses_each_task_subnetwork(name):
 @pytest.mark.parametrize("name", ["sparse_sharing", "csrec"])
 def test_task_gradient_is_zero_outside_its_mask(name):
     model = masked_model(name)
-    model.task_loss(a_batch(), task=1).backward()
+    model.task_loss(a_batch(), 1, BCE).backward()
     for layer, mask in zip(model.masked_layers(), model.masks(), strict=True):
         outside = mask[1] == 0
         assert outside.any() and layer.weight.grad[outside].abs().sum() == 0
@@ -70,7 +79,7 @@ def test_weights_outside_every_mask_never_move(update):
     start = weights(model)
     optimizer = make_optimizer(model, 1e-2, device_under_test())
     for _ in range(5):
-        model.train_step(a_batch(), INFO, optimizer)
+        step(model, a_batch(), optimizer)
     for before, after, mask in zip(start, weights(model), model.masks(), strict=True):
         nowhere = mask.sum(0) == 0
         assert nowhere.any()
@@ -88,10 +97,10 @@ def test_csrec_task_step_may_move_every_weight():
 def test_exact_update_moves_a_task_step_only_inside_its_subnetwork():
     model = masked_model("sparse_sharing", "exact")
     optimizer = make_optimizer(model, 1e-2, device_under_test())
-    model.train_step(a_batch(), INFO, optimizer)  # both tasks once: Adam has momentum everywhere
+    step(model, a_batch(), optimizer)  # both tasks once: Adam has momentum everywhere
     model.active_tasks = (0,)
     before = weights(model)
-    model.train_step(a_batch(), INFO, optimizer)
+    step(model, a_batch(), optimizer)
     for old, new, allowed in zip(before, weights(model), model.update_masks(0), strict=True):
         frozen = allowed == 0
         assert frozen.any() and torch.equal(old[frozen], new[frozen])
@@ -103,10 +112,10 @@ def test_official_update_lets_adam_momentum_move_other_subnetworks():
     weights of task 1's subnetwork during task 0's step (why `exact` is the default)."""
     model = masked_model("sparse_sharing", "official")
     optimizer = make_optimizer(model, 1e-2, device_under_test())
-    model.train_step(a_batch(), INFO, optimizer)
+    step(model, a_batch(), optimizer)
     model.active_tasks = (0,)
     before = weights(model)
-    model.train_step(a_batch(), INFO, optimizer)
+    step(model, a_batch(), optimizer)
     moved = [(old != new) & (mask[0] == 0) & (mask[1] == 1)
              for old, new, mask in zip(before, weights(model), model.masks(), strict=True)]
     assert any(m.any() for m in moved)
@@ -115,9 +124,9 @@ def test_official_update_lets_adam_momentum_move_other_subnetworks():
 def test_csrec_adds_the_negative_bce_gradient_of_the_contrastive_subnetwork():
     model = masked_model("csrec")
     data = a_batch()
-    model.task_loss(data, 0).backward()
+    model.task_loss(data, 0, BCE).backward()
     plain = [layer.weight.grad.clone() for layer in model.masked_layers()]
-    model.add_extra_gradients(data, 0)
+    model.add_extra_gradients(data, 0, BCE)
     contrast = model.contrastive_masks()
     for layer, base, c, mask in zip(model.masked_layers(), plain, contrast, model.masks(),
                                     strict=True):
@@ -173,8 +182,8 @@ def pruning_params(tiny_params):
 
 
 def test_find_masks_then_train_on_them(tmp_path, encoded_census, pruning_params):
-    result = find_masks(pruning_params, 7, encoded_census, tmp_path / "masks")
-    again = find_masks(pruning_params, 7, encoded_census, tmp_path / "again")
+    result = find_masks(pruning_params, "census", 7, encoded_census, tmp_path / "masks")
+    again = find_masks(pruning_params, "census", 7, encoded_census, tmp_path / "again")
     masks = load_masks(tmp_path / "masks" / "masks.pt", ["income", "marital"])
     assert ((tmp_path / "masks" / "masks.pt").read_bytes()
             == (tmp_path / "again" / "masks.pt").read_bytes())
@@ -192,11 +201,11 @@ def test_find_masks_then_train_on_them(tmp_path, encoded_census, pruning_params)
         assert len(kept) == 1 and kept[0]["prune_rate"] > 0.1
         assert report["kept_prune_rate"][task] == pytest.approx(kept[0]["prune_rate"])
 
-    metrics = run_training(pruning_params, "csrec", 7, encoded_census, tmp_path / "run",
+    metrics = run_training(pruning_params, "census", "csrec", 7, encoded_census, tmp_path / "run",
                            tmp_path / "masks" / "masks.pt")
     assert metrics["test_auc"]["income"] > 0.7
     assert metrics["mask_prune_rate"] == report["kept_prune_rate"]
     with pytest.raises(MtlrecError, match="--masks"):
-        run_training(pruning_params, "sparse_sharing", 7, encoded_census, tmp_path / "x")
+        run_training(pruning_params, "census", "sparse_sharing", 7, encoded_census, tmp_path / "x")
     with pytest.raises(MtlrecError, match="tasks"):
         load_masks(tmp_path / "masks" / "masks.pt", ["income"])

@@ -25,11 +25,11 @@ def _write_runs(root, models, seeds, base):
 
 def test_table2_cells_are_mean_std_with_paper_value_and_gain(tmp_path, base_params):
     base_params = copy.deepcopy(base_params)
-    models = base_params["report"]["table2"]["models"]
+    models = base_params["report"]["census"]["table2"]["models"]
     seeds = [1, 2, 3]
     base_params["train"]["seeds"] = seeds
     _write_runs(tmp_path / "runs", models, seeds, base=0.9)
-    rows = make_table2(base_params, tmp_path / "runs", tmp_path / "tables")
+    rows = make_table2(base_params, "census", tmp_path / "runs", tmp_path / "tables")
 
     mmoe = next(r for r in rows if r["model"] == "mmoe")["tasks"]["income"]
     values = [0.92, 0.921, 0.922]
@@ -49,7 +49,7 @@ def test_table_refuses_missing_runs(tmp_path, base_params):
     base_params["train"]["seeds"] = [1, 2]
     _write_runs(tmp_path / "runs", ["single_task"], [1], base=0.9)
     with pytest.raises(MtlrecError, match="missing run"):
-        make_table2(base_params, tmp_path / "runs", tmp_path / "tables")
+        make_table2(base_params, "census", tmp_path / "runs", tmp_path / "tables")
 
 
 def _runs_with(values_by_model):
@@ -84,7 +84,7 @@ def test_ablation_and_em_reports_from_metrics(tmp_path, base_params):
 
     params = copy.deepcopy(base_params)
     params["train"]["seeds"] = [1, 2]
-    models = params["report"]["ablation"]["models"]
+    models = params["report"]["census"]["ablation"]["models"]
     _write_runs(tmp_path / "runs", models, [1, 2], base=0.9)
     for path in (tmp_path / "runs" / "census" / "mptrec").glob("seed=*/metrics.json"):
         metrics = json.loads(path.read_text())
@@ -93,13 +93,13 @@ def test_ablation_and_em_reports_from_metrics(tmp_path, base_params):
             {"epoch": 2, "em_round": 1, "em_sizes": [7, 3], "em_changed": 0.25},
         ]
         path.write_text(json.dumps(metrics))
-    make_ablation(params, tmp_path / "runs", tmp_path / "t", tmp_path / "f")
-    make_em_report(params, tmp_path / "runs", tmp_path / "t", tmp_path / "f")
+    make_ablation(params, "census", tmp_path / "runs", tmp_path / "t", tmp_path / "f")
+    make_em_report(params, "census", tmp_path / "runs", tmp_path / "t", tmp_path / "f")
     ablation = (tmp_path / "t" / "ablation_census.md").read_text()
     assert "| Share |" in ablation and "| -GAN |" in ablation
     assert "| 1 | 2 | 1 | [7, 3] | 0.2500 | 0.7500 |" in (tmp_path / "t" / "em_history_census.md"
                                                          ).read_text()
     first = (tmp_path / "f" / "ablation_census.png").read_bytes()
     assert first.startswith(b"\x89PNG")
-    make_ablation(params, tmp_path / "runs", tmp_path / "t", tmp_path / "f")
+    make_ablation(params, "census", tmp_path / "runs", tmp_path / "t", tmp_path / "f")
     assert (tmp_path / "f" / "ablation_census.png").read_bytes() == first  # deterministic bytes

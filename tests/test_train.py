@@ -2,20 +2,24 @@ import json
 
 import pytest
 import torch
-from conftest import device_under_test
+from conftest import SPLIT, device_under_test
 
-from mtlrec.data.batches import load_splits
+from mtlrec.data.splits import load_splits
 from mtlrec.errors import MtlrecError
+from mtlrec.evaluate.metrics import METRICS
 from mtlrec.models import build_model
 from mtlrec.models.layers import FeatureSpec
 from mtlrec.provenance import resolve_device, set_seed
 from mtlrec.train.loop import TrainConfig, fit
+from mtlrec.train.objectives import BinaryCrossEntropy
 from mtlrec.train.run import run_training
+
+BCE, AUC = BinaryCrossEntropy(), METRICS["auc"]
 
 
 def _setup(encoded, params, model_name="mmoe", seed=3):
     set_seed(seed)
-    splits = load_splits(encoded, ["income", "marital"], seed, 0.5)
+    splits = load_splits(encoded, ["income", "marital"], seed, SPLIT)
     for name in ("train", "val", "test"):
         setattr(splits, name, getattr(splits, name).to(device_under_test()))
     model = build_model(model_name, FeatureSpec.from_schema(splits.schema), 2,
@@ -25,7 +29,7 @@ def _setup(encoded, params, model_name="mmoe", seed=3):
 
 def test_same_params_and_seed_give_byte_identical_metrics(tmp_path, encoded_census, tiny_params):
     for run in ("a", "b"):
-        run_training(tiny_params, "shared_bottom", 7, encoded_census, tmp_path / run)
+        run_training(tiny_params, "census", "shared_bottom", 7, encoded_census, tmp_path / run)
     first = (tmp_path / "a" / "metrics.json").read_bytes()
     assert first == (tmp_path / "b" / "metrics.json").read_bytes()
     assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
@@ -38,21 +42,22 @@ def test_same_params_and_seed_give_byte_identical_metrics(tmp_path, encoded_cens
 
 def test_training_beats_chance_on_real_data(tmp_path, encoded_census, tiny_params):
     tiny_params["train"]["epochs"] = 3
-    metrics = run_training(tiny_params, "mmoe", 7, encoded_census, tmp_path)
+    metrics = run_training(tiny_params, "census", "mmoe", 7, encoded_census, tmp_path)
     assert metrics["test_auc"]["income"] > 0.8 and metrics["test_auc"]["marital"] > 0.8
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, encoded_census, tiny_params):
     cfg = TrainConfig.from_params({**tiny_params["train"], "epochs": 3, "patience": 3})
     splits, model = _setup(encoded_census, tiny_params)
-    fit(model, splits, cfg, seed=3)
+    fit(model, splits, cfg, 3, BCE, AUC)
     straight = model.state_dict()
 
     resume = tmp_path / "resume.pt"
     splits, model = _setup(encoded_census, tiny_params)
-    fit(model, splits, TrainConfig.from_params({**vars(cfg), "epochs": 1}), 3, resume)  # "killed"
+    fit(model, splits, TrainConfig.from_params({**vars(cfg), "epochs": 1}), 3, BCE, AUC,
+        resume)  # "killed"
     splits, model = _setup(encoded_census, tiny_params)  # a fresh process
-    state = fit(model, splits, cfg, seed=3, resume_path=resume)
+    state = fit(model, splits, cfg, 3, BCE, AUC, resume_path=resume)
     assert state.epoch == 3 and len(state.history) == 3
     for key, value in straight.items():
         assert torch.equal(value, model.state_dict()[key]), key
@@ -62,7 +67,7 @@ def test_early_stopping_stops_and_restores_the_best(encoded_census, tiny_params)
     cfg = TrainConfig.from_params({**tiny_params["train"], "epochs": 10, "patience": 2,
                                    "lr": 1e-12})
     splits, model = _setup(encoded_census, tiny_params)
-    state = fit(model, splits, cfg, seed=3)
+    state = fit(model, splits, cfg, 3, BCE, AUC)
     # with a vanishing learning rate nothing improves after epoch 1: stop at 1 + patience
     assert state.stopped_early and state.epoch == 3 and state.best_epoch == 1
     assert all(torch.equal(v, state.best_state[k]) for k, v in model.state_dict().items())
@@ -73,7 +78,7 @@ def test_deterministic_kernels_are_asked_for_on_a_gpu_only(tmp_path, encoded_cen
     asks for deterministic ones (torch's atomics-based sums would otherwise vary run to run)."""
     from mtlrec.train.setup import start_run
 
-    _, device = start_run(tiny_params["train"], tiny_params["runtime"], 7, encoded_census)
+    _, device = start_run(tiny_params["runtime"], 7, encoded_census, ["income"], SPLIT)
     assert torch.are_deterministic_algorithms_enabled() == (device.type == "cuda")
 
 
@@ -82,3 +87,12 @@ def test_a_device_the_machine_lacks_is_a_one_line_error():
         resolve_device("cuda:99")
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_display_flags_are_outside_every_hashed_section(tmp_path, encoded_census, tiny_params):
+    """Progress bars on or off: the same bytes (display.progress is no input of a result)."""
+    run_training(tiny_params, "census", "shared_bottom", 7, encoded_census, tmp_path / "quiet")
+    tiny_params["display"]["progress"] = True
+    run_training(tiny_params, "census", "shared_bottom", 7, encoded_census, tmp_path / "bars")
+    for name in ("metrics.json", "model.pt"):
+        assert (tmp_path / "quiet" / name).read_bytes() == (tmp_path / "bars" / name).read_bytes()

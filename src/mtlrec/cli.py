@@ -115,6 +115,12 @@ def _dispatch(args: argparse.Namespace) -> None:
         import yaml
 
         print(yaml.safe_dump(params, sort_keys=False), end="")
+        from mtlrec.workflow import dvc_yaml_is_current
+
+        if not dvc_yaml_is_current(params):
+            print("mtlrec: note: dvc.yaml does not match these params (a run, experiment or "
+                  "dataset was added or removed): run `mtlrec dag dvc --out dvc.yaml`",
+                  file=sys.stderr)
     elif args.command == "dag":
         from mtlrec.workflow import render_dvc_yaml
 

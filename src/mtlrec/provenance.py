@@ -61,16 +61,21 @@ def resolve_device(name: str) -> torch.device:
 
 
 def git_commit() -> str:
-    """The current commit (with '-dirty' when tracked files differ), or 'unknown' outside git."""
+    """The commit of the checkout this package's code runs from (with '-dirty' when its tracked
+    source files differ), or 'unknown' outside git. Asked of the package's own folder, not of
+    the working directory (jobs run inside the output root, e.g. ci-out/)."""
+    source = Path(__file__).resolve().parent  # src/mtlrec
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+            check=True, cwd=source,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
             capture_output=True,
             text=True,
             check=True,
+            cwd=source.parent,  # src/
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -1,11 +1,13 @@
-# Shared helpers: validate the config once, fix the output root, and hand the merged params to the
-# package (every rule calls `mtlrec ... --params PARAMS_FILE` and reads only its section).
+# Shared set-up: validate the config once, run every job inside the output root (params
+# paths.root), and hand the merged params to the package (each job calls
+# `mtlrec ... --params PARAMS_FILE` and reads only its sections). Every path, command and params
+# key comes from mtlrec.workflow, the one definition of the DAG (dvc.yaml is rendered from it).
 
 import yaml
 
-from mtlrec.config import check_cross_references, resolve_model, validate
+from mtlrec import workflow as dag
+from mtlrec.config import check_cross_references, validate
 from mtlrec.errors import MtlrecError
-from mtlrec.models import MODELS
 
 try:
     validate(config)
@@ -13,28 +15,16 @@ try:
 except MtlrecError as exc:
     raise WorkflowError(str(exc)) from None
 
-ROOT = config["paths"]["root"].rstrip("/")
-OUT = "" if ROOT == "." else f"{ROOT}/"  # prefix of every output path ('' for the repo root)
-PARAMS_FILE = f"{OUT}.mtlrec/params.resolved.yaml"
-REPORT = config["report"]
-TABLE2 = REPORT["table2"]
-DATASET = TABLE2["dataset"]
-SEEDS = config["train"]["seeds"]
+REPO = workflow.basedir  # the Snakefile's folder: notebooks/, resources/
+PARAMS_FILE = ".mtlrec/params.resolved.yaml"  # relative to the output root
 
 
-def run_files(dataset, run_names, seeds, name):
-    """The `name` file (metrics.json, model.pt) of every (run, seed) pair."""
-    return expand(
-        f"{OUT}runs/{dataset}/{{run}}/seed={{seed}}/{name}", run=run_names, seed=seeds
-    )
+workdir: config["paths"]["root"]
 
 
-def mask_input(wildcards):
-    """{'masks': masks.pt of the run's seed} for a model that trains on masks, else {}."""
-    model, _ = resolve_model(config, wildcards.model)
-    if not MODELS[model].needs_masks:
-        return {}
-    return {"masks": f"{OUT}runs/{wildcards.dataset}/masks/seed={wildcards.seed}/masks.pt"}
+def command(template):
+    """A workflow.py command template with this run's params file and repository filled in."""
+    return dag.fill(template, PARAMS_FILE, REPO)
 
 
 def write_resolved_params(path, params):
@@ -49,3 +39,10 @@ def write_resolved_params(path, params):
 
 
 write_resolved_params(PARAMS_FILE, config)
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z][A-Za-z0-9_]*",
+    experiment=r"[A-Za-z][A-Za-z0-9_]*",
+    run=r"(?!masks$)[A-Za-z][A-Za-z0-9_]*",
+    seed=r"\d+",

@@ -1,32 +1,30 @@
-# Raw files, verified by sha256 (bundled copy, local mirror, or the original URL).
-rule fetch_census:
+# Raw files of a dataset, verified by sha256 (bundled copy, local mirror, the original URL, or a
+# user's table), then encoded: parquet per split + schema.json (vocab sizes, fields, tasks).
+rule fetch:
     output:
-        train=f"{OUT}data/raw/census/census-income.data.gz",
-        test=f"{OUT}data/raw/census/census-income.test.gz",
+        directory(dag.raw_dir("{dataset}")),
     params:
-        mirror=config["data"]["census"]["mirror"],  # a rerun trigger when the source changes
-        out=f"{OUT}data/raw/census",
+        tracked=lambda w: dag.param_values(config, dag.dataset_keys(config, w.dataset, "fetch")),
+        cmd=lambda w: command(dag.fetch_cmd(w.dataset)),
+    conda:
+        "../envs/mtlrec.yaml"
     log:
-        f"{OUT}logs/fetch_census.log",
+        "logs/fetch/{dataset}.log",
     shell:
-        "mtlrec fetch census --params {PARAMS_FILE} --out {params.out} > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"
 
 
-# Encoded features: parquet per split + schema.json (vocab sizes, feature types) that models read.
-rule encode_census:
+rule encode:
     input:
-        train=rules.fetch_census.output.train,
-        test=rules.fetch_census.output.test,
+        raw=dag.raw_dir("{dataset}"),
     output:
-        train=f"{OUT}data/encoded/census/train.parquet",
-        test=f"{OUT}data/encoded/census/test.parquet",
-        schema=f"{OUT}data/encoded/census/schema.json",
+        **dag.encoded_files("{dataset}"),
     params:
-        section=config["data"]["census"],
-        raw=f"{OUT}data/raw/census",
-        out=f"{OUT}data/encoded/census",
+        tracked=lambda w: dag.param_values(config, dag.dataset_keys(config, w.dataset, "encode")),
+        cmd=lambda w: command(dag.encode_cmd(w.dataset)),
+    conda:
+        "../envs/mtlrec.yaml"
     log:
-        f"{OUT}logs/encode_census.log",
+        "logs/encode/{dataset}.log",
     shell:
-        "mtlrec encode census --params {PARAMS_FILE} --raw {params.raw} --out {params.out}"
-        " > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"

@@ -1,29 +1,22 @@
-# Per-task subnetwork masks (iterative magnitude pruning) for Sparse Sharing and CSRec, one
-# set per (dataset, seed); Sparse Sharing and CSRec runs of that seed train on them.
-# A high priority starts them first: each gates two training runs, and started last they would
-# leave one core idle at the end of the job.
+# Per-task subnetwork masks (iterative magnitude pruning) for Sparse Sharing and CSRec, one set
+# per (experiment, seed); the masked runs of that seed train on them. A high priority starts them
+# first: each gates two training runs, and started last they would leave a core idle at the end.
 rule masks:
     input:
-        train=f"{OUT}data/encoded/{{dataset}}/train.parquet",
-        test=f"{OUT}data/encoded/{{dataset}}/test.parquet",
-        schema=f"{OUT}data/encoded/{{dataset}}/schema.json",
+        unpack(lambda w: dag.encoded_files(dag.experiment_dataset(config, w.experiment))),
     output:
-        masks=f"{OUT}runs/{{dataset}}/masks/seed={{seed}}/masks.pt",
-        report=f"{OUT}runs/{{dataset}}/masks/seed={{seed}}/masks.json",
+        masks=f"{dag.masks_dir('{experiment}', '{seed}')}/masks.pt",
+        report=f"{dag.masks_dir('{experiment}', '{seed}')}/masks.json",
     params:
-        pruning_section=config["pruning"],
-        train_section=config["train"],
-        runtime_section=config["runtime"],
-        data=f"{OUT}data/encoded/{{dataset}}",
-        out=f"{OUT}runs/{{dataset}}/masks/seed={{seed}}",
-    wildcard_constraints:
-        seed=r"\d+",
+        tracked=lambda w: dag.param_values(config, dag.run_keys(config, w.experiment, None)),
+        cmd=lambda w: command(dag.masks_cmd(config, w.experiment, w.seed)),
     threads: config["runtime"]["num_threads"]
     priority: 10
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/mtlrec.yaml"
     log:
-        f"{OUT}logs/masks/{{dataset}}/seed={{seed}}.log",
+        "logs/masks/{experiment}/seed={seed}.log",
     shell:
-        "mtlrec masks --params {PARAMS_FILE} --seed {wildcards.seed}"
-        " --data {params.data} --out {params.out} > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"

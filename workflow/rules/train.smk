@@ -1,29 +1,20 @@
-# One training run per (model or variant, seed): best-validation checkpoint + metrics.json
-# (+ timing.json). A variant (params `variants`) is a registered model with some keys replaced.
-# Models that train on subnetwork masks (Sparse Sharing, CSRec) also take that seed's masks.
+# One training run per (experiment, model or variant, seed): best-validation checkpoint +
+# metrics.json (+ timing.json). Masked models (Sparse Sharing, CSRec) also take the seed's masks.
 rule train:
     input:
-        unpack(mask_input),
-        train=f"{OUT}data/encoded/{{dataset}}/train.parquet",
-        test=f"{OUT}data/encoded/{{dataset}}/test.parquet",
-        schema=f"{OUT}data/encoded/{{dataset}}/schema.json",
+        unpack(lambda w: dag.train_inputs(config, w.experiment, w.run, w.seed)),
     output:
-        model=f"{OUT}runs/{{dataset}}/{{model}}/seed={{seed}}/model.pt",
-        metrics=f"{OUT}runs/{{dataset}}/{{model}}/seed={{seed}}/metrics.json",
+        model=f"{dag.run_dir('{experiment}', '{run}', '{seed}')}/model.pt",
+        metrics=f"{dag.run_dir('{experiment}', '{run}', '{seed}')}/metrics.json",
     params:
-        model_section=lambda w: resolve_model(config, w.model),
-        train_section=config["train"],
-        runtime_section=config["runtime"],
-        data=f"{OUT}data/encoded/{{dataset}}",
-        out=f"{OUT}runs/{{dataset}}/{{model}}/seed={{seed}}",
-        masks=lambda w, input: f"--masks {input.masks}" if "masks" in input.keys() else "",
-    wildcard_constraints:
-        seed=r"\d+",
+        tracked=lambda w: dag.param_values(config, dag.run_keys(config, w.experiment, w.run)),
+        cmd=lambda w: command(dag.train_cmd(config, w.experiment, w.run, w.seed)),
     threads: config["runtime"]["num_threads"]
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/mtlrec.yaml"
     log:
-        f"{OUT}logs/train/{{dataset}}/{{model}}/seed={{seed}}.log",
+        "logs/train/{experiment}/{run}/seed={seed}.log",
     shell:
-        "mtlrec train --params {PARAMS_FILE} --model {wildcards.model} --seed {wildcards.seed}"
-        " --data {params.data} --out {params.out} {params.masks} > {log} 2>&1"
+        "{params.cmd} > {log} 2>&1"

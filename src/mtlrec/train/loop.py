@@ -43,7 +43,8 @@ class TrainConfig:
                     ) -> TrainConfig:
         names = cls.__dataclass_fields__
         progress = bool((display or {}).get("progress", True))
-        return cls(**{k: v for k, v in section.items() if k in names}, progress=progress)
+        return cls(**{k: v for k, v in section.items() if k in names and k != "progress"},
+                   progress=progress)
 
 
 @dataclass
@@ -60,6 +61,21 @@ def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> t
     """Adam with the fused kernel (one kernel for all parameters) on CPU and CUDA, called
     directly (`LeanAdam`: torch's Adam, the same bits, less Python per step)."""
     return LeanAdam(model.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
+
+
+def prepare_training(model: MultiTaskModel, num_train_rows: int) -> list[Any]:
+    """The model's epoch hooks, each told that training begins (e.g. initial EM labels)."""
+    hooks = model.epoch_hooks()
+    for hook in hooks:
+        hook.before_training(model, num_train_rows)
+    return hooks
+
+
+def train_step(model: MultiTaskModel, batch: Batch, info: StepInfo, objective: Objective,
+               optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """One batch through the model's gradient combiner (the loop's step, for callers such as
+    the benchmarks); returns the detached loss."""
+    return get_combiner(model.combiner).step(model, batch, info, objective, optimizer)
 
 
 def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits: Splits,
@@ -120,9 +136,7 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
     optimizer = make_optimizer(model, cfg.lr, device)
     generator = torch.Generator().manual_seed(seed)
     state = TrainState()
-    hooks = model.epoch_hooks()
-    for hook in hooks:
-        hook.before_training(model, len(splits.train))
+    hooks = prepare_training(model, len(splits.train))
     if resume_path is not None and resume_path.is_file():
         state = _load_resume(resume_path, model, optimizer, generator)
     bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=label or "train",

@@ -1,0 +1,82 @@
+# Per experiment: Table 2 (LaTeX, Markdown, CSV), the ablation table and plot, the EM label
+# history, the t-SNE figure, and the report notebook executed with papermill.
+rule table2:
+    input:
+        lambda w: dag.report_inputs(config, w.experiment, "table2"),
+    output:
+        **dag.report_outputs("{experiment}", "table2"),
+    params:
+        tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "table2")),
+        cmd=lambda w: command(dag.report_cmd(config, w.experiment, "table2")),
+    conda:
+        "../envs/mtlrec.yaml"
+    log:
+        "logs/table2/{experiment}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule ablation:
+    input:
+        lambda w: dag.report_inputs(config, w.experiment, "ablation"),
+    output:
+        **dag.report_outputs("{experiment}", "ablation"),
+    params:
+        tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "ablation")),
+        cmd=lambda w: command(dag.report_cmd(config, w.experiment, "ablation")),
+    conda:
+        "../envs/mtlrec.yaml"
+    log:
+        "logs/ablation/{experiment}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule em:
+    input:
+        lambda w: dag.report_inputs(config, w.experiment, "em"),
+    output:
+        **dag.report_outputs("{experiment}", "em"),
+    params:
+        tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "em")),
+        cmd=lambda w: command(dag.report_cmd(config, w.experiment, "em")),
+    conda:
+        "../envs/mtlrec.yaml"
+    log:
+        "logs/em/{experiment}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule tsne:
+    input:
+        lambda w: dag.report_inputs(config, w.experiment, "tsne"),
+    output:
+        **dag.report_outputs("{experiment}", "tsne"),
+    params:
+        tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "tsne")),
+        cmd=lambda w: command(dag.report_cmd(config, w.experiment, "tsne")),
+    # the t-SNE runs exactly this many threads (its result depends on the count)
+    threads: lambda w: config["report"][w.experiment]["tsne"]["threads"]
+    conda:
+        "../envs/mtlrec.yaml"
+    log:
+        "logs/tsne/{experiment}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule notebook:
+    input:
+        lambda w: dag.report_inputs(config, w.experiment, "notebook"),
+        notebook=f"{REPO}/notebooks/report.ipynb",
+    output:
+        **dag.report_outputs("{experiment}", "notebook"),
+    params:
+        cmd=lambda w: command(dag.report_cmd(config, w.experiment, "notebook")),
+    conda:
+        "../envs/mtlrec.yaml"
+    log:
+        "logs/notebook/{experiment}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
