@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PIP := $(VENV)/bin/pip
 
-.PHONY: install install-bench reproduce ci-run test lint bench clean-ci
+.PHONY: install install-bench reproduce ci-run test lint bench dvc-yaml clean-ci
 
 install:  ## a virtual environment with the pinned CPU stack and the project (editable)
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,10 @@ test:
 	$(VENV)/bin/pytest
 
 lint:
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
+
+dvc-yaml:  ## regenerate dvc.yaml from params.yaml and the DAG (after adding a run/experiment/dataset)
+	$(VENV)/bin/mtlrec dag dvc --out dvc.yaml
 
 bench:
 	$(VENV)/bin/python benchmarks/bench_throughput.py

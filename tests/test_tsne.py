@@ -38,7 +38,7 @@ def test_representations_name_shared_and_each_task(encoded_census, base_params):
                                ["income", "marital"])
         assert list(reps) == ["shared", "specific income", "specific marital"]
         assert all(r.shape[0] == 20 for r in reps.values())
-    with pytest.raises(MtlrecError, match="no shared/specific"):
+    with pytest.raises(MtlrecError, match="has no shared/specific"):
         base, hparams = resolve_model(params, "mmoe")
         representations(build_model(base, features, 2, hparams), splits.train.dense[:2],
                         splits.train.sparse[:2], ["income", "marital"])

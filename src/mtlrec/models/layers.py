@@ -189,6 +189,13 @@ class MultiTaskModel(nn.Module):
     def regularised_modules(self) -> list[nn.Module]:
         raise NotImplementedError
 
+    def named_representations(self, dense: torch.Tensor, sparse: torch.Tensor
+                              ) -> dict[str, torch.Tensor]:
+        """The model's task-sharing and task-specific representations, for analyses such as the
+        t-SNE (Fig. 6): {"shared": [B, d], "specific": [B, K, d]}. Models without such a split
+        raise NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} has no shared/specific representations")
+
     def epoch_hooks(self) -> list[Any]:
         """Work the training loop runs before training and after every epoch (EpochHook)."""
         return []

@@ -98,6 +98,11 @@ class MPTRec(MultiTaskModel):
         h_spec = torch.stack([expert(x) for expert in self.specific_experts], dim=1)  # [B, K, d]
         return {"x": x, "h_share": self.shared_expert(x), "h_spec": h_spec}
 
+    def named_representations(self, dense: torch.Tensor, sparse: torch.Tensor
+                              ) -> dict[str, torch.Tensor]:
+        rep = self.representations(dense, sparse)
+        return {"shared": rep["h_share"], "specific": rep["h_spec"]}  # [B, d], [B, K, d]
+
     def _gates(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.gates(x).view(-1, self.num_tasks, 2), dim=-1)  # [B, K, 2]
 

@@ -77,6 +77,18 @@ class PLE(MultiTaskModel):
         logits = [tower(h) for tower, h in zip(self.towers, task_inputs, strict=True)]
         return torch.stack(logits, dim=1)  # [B, K]
 
+    def named_representations(self, dense: torch.Tensor, sparse: torch.Tensor
+                              ) -> dict[str, torch.Tensor]:
+        """The last CGC level's first shared expert (on its shared input) and each task's first
+        specific expert (on that task's input): {"shared": [B, d], "specific": [B, K, d]}."""
+        x = self.embedding(dense, sparse)  # [B, D_in]
+        task_inputs, shared_input = [x] * self.num_tasks, x
+        for level in self.levels[:-1]:
+            task_inputs, shared_input = level(task_inputs, shared_input)
+        last = self.levels[-1]
+        specific = [experts[0](h) for experts, h in zip(last.specific, task_inputs, strict=True)]
+        return {"shared": last.shared[0](shared_input), "specific": torch.stack(specific, dim=1)}
+
     def regularised_modules(self) -> list[nn.Module]:
         experts = [e for level in self.levels for e in [level.specific, level.shared]]
         return experts + [self.towers]

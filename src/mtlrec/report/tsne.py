@@ -2,12 +2,13 @@
 
 As the official analysis script (design/mptrec-spec.md section 7): the first `n_rows` training rows,
 the shared expert's output h_share and each task's specific expert output h_spec_k (before the task
-embedding), embedded together by sklearn's TSNE with a fixed random_state. For PLE the shared and
-task-specific experts of the last CGC level play these roles. Reads checkpoints, never trains.
+embedding), embedded together by sklearn's TSNE with a fixed random_state. Each model names these
+representations itself (`named_representations`; for PLE the shared and task-specific experts of
+the last CGC level play these roles). Reads checkpoints, never trains.
 
 The Barnes-Hut gradient sums over OpenMP threads, so the embedding (and the figure's bytes) depend
-on the thread count: `report.tsne.threads` fixes it (left to the machine, a 16-core machine would
-draw another figure than a 2-core one from the same checkpoints).
+on the thread count: `report.<experiment>.tsne.threads` fixes it (left to the machine, a 16-core
+machine would draw another figure than a 2-core one from the same checkpoints).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from mtlrec.data.splits import load_splits
 from mtlrec.errors import MtlrecError
 from mtlrec.models import build_model
 from mtlrec.models.layers import FeatureSpec, MultiTaskModel
-from mtlrec.models.ple import PLE
 from mtlrec.report.figures import display, save_png
 from mtlrec.report.tables import run_dir
 
@@ -34,26 +34,15 @@ from mtlrec.report.tables import run_dir
 @torch.no_grad()
 def representations(model: MultiTaskModel, dense: torch.Tensor, sparse: torch.Tensor,
                     tasks: list[str]) -> dict[str, np.ndarray]:
-    """name -> [N, d] array: 'shared' and 'specific <task>' for each task."""
+    """name -> [N, d] array: 'shared' and 'specific <task>' for each task, from the model's
+    `named_representations`."""
     model.eval()
-    if hasattr(model, "representations"):
-        rep = model.representations(dense, sparse)
-        out = {"shared": rep["h_share"]}
-        out.update({f"specific {t}": rep["h_spec"][:, k] for k, t in enumerate(tasks)})
-    elif isinstance(model, PLE):
-        captured: dict[str, torch.Tensor] = {}
-        last = model.levels[-1]
-        hooks = [last.shared[0].register_forward_hook(
-            lambda _m, _i, o: captured.__setitem__("shared", o))]
-        for k, task in enumerate(tasks):
-            hooks.append(last.specific[k][0].register_forward_hook(
-                lambda _m, _i, o, name=f"specific {task}": captured.__setitem__(name, o)))
-        model(dense, sparse)
-        for hook in hooks:
-            hook.remove()
-        out = captured
-    else:
-        raise MtlrecError(f"t-SNE: no shared/specific representations for {type(model).__name__}")
+    try:
+        rep = model.named_representations(dense, sparse)
+    except NotImplementedError as exc:
+        raise MtlrecError(f"t-SNE: {exc}") from None
+    out = {"shared": rep["shared"]}
+    out.update({f"specific {t}": rep["specific"][:, k] for k, t in enumerate(tasks)})
     return {name: value.cpu().numpy() for name, value in out.items()}
 
 
