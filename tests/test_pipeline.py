@@ -132,3 +132,18 @@ def test_snakemake_rejects_a_params_typo_before_running(project_copy: Path):
     )
     assert done.returncode != 0
     assert "epochz" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_failing_job_shows_its_one_line_error_under_the_plain_command(project_copy: Path):
+    """profiles/default (read on every invocation) prints the failing job's log: the user sees
+    the `mtlrec: error:` line, not only "check log file(s)"."""
+    raw = project_copy / "data/raw/census"
+    raw.mkdir(parents=True)
+    (raw / "census-income.data.gz").write_bytes(b"\x1f\x8b" + b"not a gzip stream")
+    done = subprocess.run(["snakemake", "data/encoded/census/schema.json", "--cores", "1"],
+                          cwd=project_copy, env=_env(), capture_output=True, text=True)
+    assert done.returncode != 0
+    lines = [line for line in (done.stdout + done.stderr).splitlines()
+             if line.startswith("mtlrec: error:")]
+    assert len(lines) == 1 and "census-income.data.gz" in lines[0], done.stdout + done.stderr
