@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -96,3 +97,43 @@ def test_display_flags_are_outside_every_hashed_section(tmp_path, encoded_census
     run_training(tiny_params, "census", "shared_bottom", 7, encoded_census, tmp_path / "bars")
     for name in ("metrics.json", "model.pt"):
         assert (tmp_path / "quiet" / name).read_bytes() == (tmp_path / "bars" / name).read_bytes()
+
+
+def test_resume_state_of_other_params_is_discarded_not_resumed(tmp_path, encoded_census,
+                                                               tiny_params, capsys):
+    """A resume.pt left by a run with other params must not be continued (#19): it is
+    discarded with a note; one of the same run is resumed, with a note."""
+    import shutil
+    from unittest import mock
+
+    killed = tmp_path / "killed"  # a run whose resume.pt survives (as after a kill)
+    with mock.patch("pathlib.Path.unlink"):
+        run_training(tiny_params, "census", "mmoe", 7, encoded_census, killed)
+    assert (killed / "resume.pt").is_file()
+    capsys.readouterr()
+
+    changed = copy.deepcopy(tiny_params)
+    changed["train"]["lr"] = 0.05
+    run_training(changed, "census", "mmoe", 7, encoded_census, tmp_path / "fresh")
+    for name, params in (("rerun", changed), ("same", tiny_params)):
+        (tmp_path / name).mkdir()
+        shutil.copy(killed / "resume.pt", tmp_path / name / "resume.pt")
+        run_training(params, "census", "mmoe", 7, encoded_census, tmp_path / name)
+        err = capsys.readouterr().err
+        if name == "rerun":  # lr changed: the old state is not used
+            assert "other params, data or code; starting over" in err and "resuming" not in err
+            assert ((tmp_path / "rerun" / "model.pt").read_bytes()
+                    == (tmp_path / "fresh" / "model.pt").read_bytes())
+        else:
+            assert "resuming after epoch 2" in err
+            assert ((tmp_path / "same" / "model.pt").read_bytes()
+                    == (killed / "model.pt").read_bytes())
+
+
+@pytest.mark.parametrize("lr", [1e5, 1e9])
+def test_divergence_stops_the_run_with_one_line(tmp_path, encoded_census, tiny_params, lr):
+    tiny_params["train"].update(lr=lr, epochs=2)
+    with pytest.raises(MtlrecError, match=r"diverged") as error:
+        run_training(tiny_params, "census", "mmoe", 7, encoded_census, tmp_path)
+    assert len(str(error.value).splitlines()) == 1
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "model.pt").exists()

@@ -258,9 +258,11 @@ def dataset_keys(params: dict[str, Any], dataset: str, stage: str) -> list[str]:
 
 
 def run_keys(params: dict[str, Any], experiment: str, run: str | None) -> list[str]:
-    """The params a training (or, with run None, masks) job reads: never `display`."""
+    """The params a training (or, with run None, masks) job reads: never `display`, and of
+    `train` every key but the seed list (a job reads its own seed; adding one reruns nothing)."""
     dataset = experiment_dataset(params, experiment)
-    keys = ["train", "runtime", f"experiments.{experiment}", f"datasets.{dataset}.split"]
+    train = [f"train.{key}" for key in params["train"] if key != "seeds"]
+    keys = [*train, "runtime", f"experiments.{experiment}", f"datasets.{dataset}.split"]
     if run is None:
         return ["pruning", *keys]
     model, _ = resolve_model(params, run)

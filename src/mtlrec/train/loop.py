@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from mtlrec.data.batches import batch_indices
 from mtlrec.data.splits import Splits
+from mtlrec.errors import MtlrecError
 from mtlrec.evaluate.metrics import Metric, predict
 from mtlrec.models.layers import Batch, MultiTaskModel, StepInfo
 from mtlrec.provenance import save_torch_atomic
@@ -99,12 +101,18 @@ def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits:
 
 def evaluate(model: MultiTaskModel, split: Any, batch_size: int, objective: Objective,
              metric: Metric) -> list[float]:
-    """The metric per task on one split (TensorSplit)."""
-    return metric.per_task(predict(model, split, batch_size, objective), split.labels)
+    """The metric per task on one split (TensorSplit); non-finite predictions are an error."""
+    scores = predict(model, split, batch_size, objective)
+    if not torch.isfinite(scores).all():
+        raise MtlrecError("the model's predictions are not finite (NaN or inf): training diverged;"
+                          " lower train.lr")
+    return metric.per_task(scores, split.labels)
 
 
-def _save_resume(path: Path, model, optimizer, state: TrainState, generator) -> None:
+def _save_resume(path: Path, model, optimizer, state: TrainState, generator,
+                 key: str | None) -> None:
     payload = {
+        "key": key,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "state": state,
@@ -114,8 +122,18 @@ def _save_resume(path: Path, model, optimizer, state: TrainState, generator) -> 
     save_torch_atomic(path, payload)
 
 
-def _load_resume(path: Path, model, optimizer, generator) -> TrainState:
+def _load_resume(path: Path, model, optimizer, generator, key: str | None,
+                 label: str) -> TrainState | None:
+    """The saved state, or None (the file removed, with a note) when it was made for another
+    run: other params, data, masks or code (its `key` differs)."""
     payload = torch.load(path, weights_only=False, map_location="cpu")
+    if payload.get("key") != key:
+        print(f"mtlrec: note: {path} was saved by a run with other params, data or code; "
+              "starting over", file=sys.stderr)
+        path.unlink()
+        return None
+    print(f"mtlrec: {label or 'run'}: resuming after epoch {payload['state'].epoch}",
+          file=sys.stderr)
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     generator.set_state(payload["generator"])
@@ -124,13 +142,17 @@ def _load_resume(path: Path, model, optimizer, generator) -> TrainState:
 
 
 def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, objective: Objective,
-        metric: Metric, resume_path: Path | None = None, label: str = "") -> TrainState:
+        metric: Metric, resume_path: Path | None = None, label: str = "",
+        resume_key: str | None = None) -> TrainState:
     """Train with early stopping on the sum over tasks of `metric` on the validation split; on
     return the model holds the best-validation weights. Curve entries: epoch, train_loss,
     val_<metric> and the epoch hooks' fields.
 
     When `resume_path` is given, the full training state is saved there after every epoch and a run
-    interrupted mid-way continues from its last finished epoch with identical results.
+    interrupted mid-way continues from its last finished epoch with identical results, provided
+    the saved `resume_key` (a fingerprint of everything that decides the run) is this run's; a
+    state saved under another key is discarded. A non-finite epoch loss stops the run
+    (MtlrecError naming the epoch and the learning rate).
     """
     device = splits.train.labels.device
     optimizer = make_optimizer(model, cfg.lr, device)
@@ -138,12 +160,16 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
     state = TrainState()
     hooks = prepare_training(model, len(splits.train))
     if resume_path is not None and resume_path.is_file():
-        state = _load_resume(resume_path, model, optimizer, generator)
+        state = _load_resume(resume_path, model, optimizer, generator, resume_key,
+                             label) or state
     bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=label or "train",
                disable=not cfg.progress, unit="epoch")
     while state.epoch < cfg.epochs and not state.stopped_early:
         epoch = state.epoch + 1
         loss = train_epoch(model, optimizer, splits, cfg, generator, epoch, objective)
+        if not math.isfinite(loss):
+            raise MtlrecError(f"{label or 'training'} diverged: the mean training loss of epoch "
+                              f"{epoch} is {loss} (train.lr {cfg.lr}); lower the learning rate")
         extra: dict[str, Any] = {}
         for hook in hooks:
             extra.update(hook.after_epoch(model, epoch, splits.train, cfg.eval_batch_size))
@@ -161,7 +187,7 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
                         best=state.best_epoch)
         bar.update(1)
         if resume_path is not None:
-            _save_resume(resume_path, model, optimizer, state, generator)
+            _save_resume(resume_path, model, optimizer, state, generator, resume_key)
     bar.close()
     if state.best_state is not None:
         model.load_state_dict(state.best_state)

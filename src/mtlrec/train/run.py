@@ -3,6 +3,8 @@ metrics file."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -47,8 +49,9 @@ def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: i
             raise MtlrecError(f"{run_name} trains on subnetwork masks: pass --masks (masks.pt)")
         model.load_masks([m.to(device) for m in load_masks(masks, splits.tasks)])
     cfg = TrainConfig.from_params(train_params, params.get("display"))
+    key = resume_key(params, experiment, run_name, model_name, seed, data_dir, masks)
     state = fit(model, splits, cfg, seed, objective, metric, resume_path=out_dir / RESUME_FILE,
-                label=f"{run_name} seed={seed}")
+                label=f"{run_name} seed={seed}", resume_key=key)
     test_scores = evaluate(model, splits.test, cfg.eval_batch_size, objective, metric)
     best = state.history[state.best_epoch - 1]
 
@@ -87,3 +90,32 @@ def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: i
     write_json_atomic(out_dir / "metrics.json", metrics)
     (out_dir / RESUME_FILE).unlink(missing_ok=True)
     return metrics
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resume_key(params: dict[str, Any], experiment: str, run_name: str, model_name: str,
+               seed: int, data_dir: Path, masks: Path | None) -> str:
+    """A fingerprint of everything that decides a run: the params sections it reads, the seed,
+    the encoded files, the masks and the source files of its code (those dvc.yaml tracks for its
+    stage). resume.pt saved under another fingerprint is not resumed."""
+    from mtlrec.workflow import REPO_ROOT, experiment_dataset, param_values, run_keys, stage_code
+
+    keys = run_keys(params, experiment, run_name)
+    files = sorted(data_dir.glob("*.parquet")) + [data_dir / "schema.json"]
+    files += [masks] if masks is not None else []
+    code = [REPO_ROOT / name for name in stage_code("train", (model_name,))]
+    payload = {
+        "run": run_name, "seed": seed, "experiment": experiment,
+        "dataset": experiment_dataset(params, experiment),
+        "params": param_values(params, keys),
+        "files": {f.name: _sha256(f) for f in files},
+        "code": {str(f.relative_to(REPO_ROOT)): _sha256(f) for f in code if f.is_file()},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
