@@ -71,10 +71,12 @@ print(json.dumps({"samples_per_s": best, "package": __import__("mtlrec").__file_
 
 
 def measure(src: Path, name: str, args: argparse.Namespace) -> float:
+    """Samples/s of the package under `src` (with the params.yaml of its own checkout: the
+    params layout changes between revisions)."""
     env = dict(os.environ, PYTHONPATH=str(src))
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, name, str(args.data), str(args.repeats), str(args.steps),
-         str(args.threads), str(REPO / "params.yaml")],
+         str(args.threads), str(src.parent / "params.yaml")],
         env=env, capture_output=True, text=True, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if not result["package"].startswith(str(src)):
