@@ -147,3 +147,15 @@ def test_a_failing_job_shows_its_one_line_error_under_the_plain_command(project_
     lines = [line for line in (done.stdout + done.stderr).splitlines()
              if line.startswith("mtlrec: error:")]
     assert len(lines) == 1 and "census-income.data.gz" in lines[0], done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_dry_run_does_not_touch_the_params_running_jobs_read(project_copy: Path):
+    """The merged params file is written when jobs start (onstart), not at parse: a dry run with
+    another configfile leaves a running pipeline's params alone."""
+    resolved = project_copy / ".mtlrec/params.resolved.yaml"
+    resolved.parent.mkdir()
+    resolved.write_text("the running pipeline's params\n")
+    (project_copy / "other.yaml").write_text("train:\n  lr: 0.5\n")
+    _run(["snakemake", "--cores", "1", "--dry-run", "--configfile", "other.yaml"], project_copy)
+    assert resolved.read_text() == "the running pipeline's params\n"

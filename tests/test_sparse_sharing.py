@@ -209,3 +209,35 @@ def test_find_masks_then_train_on_them(tmp_path, encoded_census, pruning_params)
         run_training(pruning_params, "census", "sparse_sharing", 7, encoded_census, tmp_path / "x")
     with pytest.raises(MtlrecError, match="tasks"):
         load_masks(tmp_path / "masks" / "masks.pt", ["income"])
+
+
+def test_interrupted_mask_finding_resumes_to_the_same_masks(tmp_path, encoded_census,
+                                                            pruning_params, capsys):
+    """Killed during the second task's IMP, a rerun skips the warm-up and the finished task and
+    gives the masks of an uninterrupted run; other params start over (#19)."""
+    from unittest import mock
+
+    import mtlrec.train.pruning as pruning
+
+    find_masks(pruning_params, "census", 7, encoded_census, tmp_path / "straight")
+    real = pruning._task_masks
+
+    def killed_at_task_1(model, task, *args):
+        if task == 1:
+            raise KeyboardInterrupt
+        return real(model, task, *args)
+
+    out = tmp_path / "resumed"
+    with mock.patch.object(pruning, "_task_masks", side_effect=killed_at_task_1), \
+            pytest.raises(KeyboardInterrupt):
+        find_masks(pruning_params, "census", 7, encoded_census, out)
+    assert (out / "resume.pt").is_file() and not (out / "masks.pt").exists()
+    capsys.readouterr()
+    with mock.patch.object(pruning, "train_epoch", wraps=pruning.train_epoch) as epochs:
+        find_masks(pruning_params, "census", 7, encoded_census, out)
+    assert "resuming after the warm-up and 1 of 2 task(s)" in capsys.readouterr().err
+    per_task_epochs = pruning_params["pruning"]["iterations"] * 1
+    assert epochs.call_count == per_task_epochs  # task 1 only: no warm-up, no task 0
+    for name in ("masks.pt",):
+        assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+    assert not (out / "resume.pt").exists()

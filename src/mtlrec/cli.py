@@ -158,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     except MtlrecError as exc:
         print(f"mtlrec: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file system fault no reader anticipated: still one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"mtlrec: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mtlrec: interrupted; finished epochs are kept and the run resumes", file=sys.stderr)
         return 130

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import random
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -112,25 +114,78 @@ def provenance(device: torch.device, num_threads: int) -> dict[str, Any]:
     }
 
 
+def _umask_mode() -> int:
+    """The mode a plain new file gets here (0o666 less the umask): what others may read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_failure(path: Path, exc: BaseException) -> MtlrecError:
+    """One line naming the path and the cause of a failed write (full disk included: torch's
+    writer reports it as 'unexpected pos', without the word space)."""
+    cause = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+    try:
+        free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+    except OSError:
+        free = None
+    if free is not None and free < 64 << 20:
+        cause += f"; {free >> 20} MiB free on that disk (is it full?)"
+    return MtlrecError(f"cannot write {path}: {cause}")
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary file next to `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Call write(tmp) on a temporary file next to `path`, then rename it into place (with the
+    mode the umask gives new files, not mkstemp's private 0600). A failure (no permission, a
+    full disk) is an MtlrecError naming the path; nothing is left at `path`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_failure(path, exc) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
+        raise write_failure(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail at once (not after an epoch) when `folder` cannot take files."""
+    atomic_write(folder / ".write-check", lambda tmp: tmp.write_bytes(b""))
+    (folder / ".write-check").unlink(missing_ok=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def strict_json(value: Any) -> Any:
+    """`value` with every NaN float as None (JSON null): a metric undefined on a split (AUC of a
+    single-class column) is written as null, never as the invalid JSON token NaN. An infinite
+    float is an error (a diverged run must not reach a result file)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            raise MtlrecError(f"refusing to write a non-finite number ({value}) to a result file")
+        return value
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """Strict JSON (no NaN/Infinity tokens: see `strict_json`), keys sorted, atomically."""
+    text = json.dumps(strict_json(payload), indent=2, sort_keys=True, allow_nan=False)
+    write_text_atomic(path, text + "\n")
 
 
 def save_torch_atomic(path: Path, payload: Any) -> None:

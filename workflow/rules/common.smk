@@ -38,7 +38,10 @@ def write_resolved_params(path, params):
         os.replace(tmp, path)
 
 
-write_resolved_params(PARAMS_FILE, config)
+# Written when the workflow starts running jobs, not when it is only parsed: a dry run (say with
+# another configfile) must not change the params the jobs of a running pipeline read.
+onstart:
+    write_resolved_params(PARAMS_FILE, config)
 
 
 wildcard_constraints:

@@ -8,8 +8,10 @@ task T3).
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mtlrec.errors import MtlrecError
@@ -52,14 +54,16 @@ INCOME_VALUES = {"- 50000.", "50000+."}
 def read_raw(path: Path, max_rows: int | None = None) -> pd.DataFrame:
     """Read one raw file (no header, ', ' separated) into 42 string/float columns.
 
-    Raises MtlrecError when a row does not have exactly 42 fields or the label is unknown.
+    Raises MtlrecError (one line naming the file, row and column) when the file cannot be read
+    (corrupt or truncated gzip included), a row does not have exactly 42 fields, the label is
+    unknown or a numeric field holds a non-numeric value.
     """
     try:
         frame = pd.read_csv(
             path, header=None, sep=",", skipinitialspace=True, dtype=str, nrows=max_rows,
             keep_default_na=False, compression="infer",
         )
-    except (OSError, pd.errors.ParserError) as exc:
+    except (OSError, EOFError, zlib.error, pd.errors.ParserError) as exc:
         raise MtlrecError(f"census: cannot parse {path.name}: {str(exc).splitlines()[0]}") from exc
     if frame.shape[1] != len(COLUMNS):
         kind = "missing" if frame.shape[1] < len(COLUMNS) else "extra"
@@ -68,11 +72,25 @@ def read_raw(path: Path, max_rows: int | None = None) -> pd.DataFrame:
             f"({kind} column(s))"
         )
     frame.columns = COLUMNS
+    # a row with fewer fields ends in empty values (no Census field is empty: '?' marks missing)
+    short = (frame.isna().any(axis=1) | (frame.iloc[:, -1] == "")).to_numpy()
+    if short.any():
+        row = int(np.flatnonzero(short)[0])
+        values = frame.iloc[row].fillna("").tolist()
+        fields = max((i + 1 for i, v in enumerate(values) if v != ""), default=0)
+        raise MtlrecError(f"census: {path.name}: row {row + 1} has {fields} fields, expected "
+                          f"{len(COLUMNS)}")
     unknown = set(frame["income_50k"].unique()) - INCOME_VALUES
     if unknown:
         raise MtlrecError(f"census: {path.name}: unknown income labels {sorted(unknown)[:3]}")
     for column in DENSE:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").fillna(0.0)
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna().to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise MtlrecError(f"census: {path.name}: row {row + 1}, column '{column}': "
+                              f"non-numeric value {frame[column].iloc[row]!r}")
+        frame[column] = values
     return frame
 
 

@@ -48,7 +48,9 @@ def _census_fetch(name: str, section: dict[str, Any], out_dir: Path) -> list[Pat
 
 def _census_read(name: str, section: dict[str, Any], raw_dir: Path) -> RawTables:
     from mtlrec.data import census
+    from mtlrec.data.sources import verify_placed
 
+    verify_placed("census", raw_dir)
     limits = {"train": section["max_train_rows"], "test": section["max_test_rows"]}
     frames = {}
     for split, file_name in census.RAW_FILES.items():

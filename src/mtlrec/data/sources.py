@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +61,9 @@ def sha256_decompressed(path: Path) -> str:
         with opener(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-    except (OSError, EOFError) as exc:
-        raise MtlrecError(f"data: cannot read {path}: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise MtlrecError(f"data: cannot read {path}: {exc} (corrupt or truncated; delete it "
+                          "and fetch again)") from exc
     return digest.hexdigest()
 
 
@@ -76,7 +78,10 @@ def verify(path: Path, expected: str) -> None:
 
 def _candidates(dataset: str, mirror: str | None) -> list[Path]:
     folders = []
-    for folder in (mirror, os.environ.get(MIRROR_ENV)):
+    for folder, where in ((mirror, f"datasets.{dataset}.mirror"),
+                          (os.environ.get(MIRROR_ENV), f"${MIRROR_ENV}")):
+        if folder and not Path(folder).is_dir():
+            raise MtlrecError(f"data: {where} is '{folder}', which is not a folder")
         if folder:
             folders += [Path(folder) / str(SOURCES[dataset]["bundled_dir"]), Path(folder)]
     folders.append(BUNDLED / str(SOURCES[dataset]["bundled_dir"]))
@@ -123,3 +128,12 @@ def fetch(dataset: str, out_dir: Path, mirror: str | None = None) -> list[Path]:
                     raise
         placed.append(dest)
     return placed
+
+
+def verify_placed(dataset: str, raw_dir: Path) -> None:
+    """Check the raw files already in `raw_dir` against their hashes again (the encode stage
+    runs this: a file edited or truncated after the fetch is caught before it is read)."""
+    for raw in SOURCES[dataset]["files"]:  # type: ignore[union-attr]
+        path = raw_dir / raw.name
+        if path.is_file():
+            verify(path, raw.sha256_decompressed)

@@ -24,6 +24,7 @@ is not numeric, or an empty split stops with one line naming it.
 from __future__ import annotations
 
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def _read_file(path: Path, max_rows: int | None) -> pd.DataFrame:
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path, nrows=max_rows, keep_default_na=False, dtype=str)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+    except (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError) as exc:
         raise MtlrecError(f"table: cannot read {path.name}: {str(exc).splitlines()[0]}") from exc
     return frame.head(max_rows) if max_rows is not None else frame
 
@@ -119,6 +120,11 @@ def read_table(name: str, section: dict[str, Any], raw_dir: Path) -> RawTables:
     if train_path is None:
         raise MtlrecError(f"table: no train file in {raw_dir}; run the fetch stage first")
     test_path = _raw_file(raw_dir, "test")
+    for split, path in (("train", train_path), ("test", test_path)):  # edited since the fetch?
+        expected = section.get("sha256", {}).get(split)
+        if path is not None and expected is not None and sha256_decompressed(path) != expected:
+            raise MtlrecError(f"table: checksum mismatch for {path} (datasets.{name}.sha256."
+                              f"{split}); it changed since the fetch")
     train = _read_file(train_path, None)
     if test_path is not None:
         test = _read_file(test_path, None)

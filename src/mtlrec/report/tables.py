@@ -85,6 +85,12 @@ def summarise(runs: dict[str, list[dict[str, Any]]], baseline: str) -> list[dict
     test metric (the experiment's, e.g. test_auc)."""
     first = next(iter(runs.values()))[0]
     tasks, key = first["tasks"], f"test_{first.get('metric', 'auc')}"
+    for model, rs in runs.items():
+        for r in rs:
+            undefined = [t for t in tasks if r[key][t] is None]
+            if undefined:
+                raise MtlrecError(f"table: {model} seed={r['seed']} has no {key} for {undefined}"
+                                  " (a single-class test split): use more test rows")
     means = {
         model: {t: statistics.fmean(r[key][t] for r in rs) for t in tasks}
         for model, rs in runs.items()

@@ -64,7 +64,7 @@ def make_tsne(params: dict[str, Any], experiment: str, data_dir: Path, runs_root
         checkpoint = run_dir(runs_root, experiment, run_name, seed) / "model.pt"
         if not checkpoint.is_file():
             raise MtlrecError(f"t-SNE: missing checkpoint {checkpoint}; train it first")
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
         reps = representations(model, train.dense, train.sparse, tasks)
         points = np.concatenate(list(reps.values()))
         perplexity = min(cfg["perplexity"], (len(points) - 1) / 3)

@@ -28,6 +28,7 @@ from mtlrec.provenance import save_torch_atomic
 from mtlrec.train.combiners import get_combiner
 from mtlrec.train.objectives import Objective
 from mtlrec.train.optim import LeanAdam
+from mtlrec.train.resume import load_checked
 
 
 @dataclass
@@ -115,7 +116,7 @@ def _save_resume(path: Path, model, optimizer, state: TrainState, generator,
         "key": key,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "state": state,
+        "state": vars(state),  # plain types only: resume.pt loads with weights_only=True
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
     }
@@ -124,21 +125,17 @@ def _save_resume(path: Path, model, optimizer, state: TrainState, generator,
 
 def _load_resume(path: Path, model, optimizer, generator, key: str | None,
                  label: str) -> TrainState | None:
-    """The saved state, or None (the file removed, with a note) when it was made for another
-    run: other params, data, masks or code (its `key` differs)."""
-    payload = torch.load(path, weights_only=False, map_location="cpu")
-    if payload.get("key") != key:
-        print(f"mtlrec: note: {path} was saved by a run with other params, data or code; "
-              "starting over", file=sys.stderr)
-        path.unlink()
+    """The saved state, or None when there is none or it was made for another run."""
+    payload = load_checked(path, key, label)
+    if payload is None:
         return None
-    print(f"mtlrec: {label or 'run'}: resuming after epoch {payload['state'].epoch}",
+    print(f"mtlrec: {label or 'run'}: resuming after epoch {payload['state']['epoch']}",
           file=sys.stderr)
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     generator.set_state(payload["generator"])
     torch.set_rng_state(payload["torch_rng"])
-    return payload["state"]
+    return TrainState(**payload["state"])
 
 
 def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, objective: Objective,
@@ -159,7 +156,7 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
     generator = torch.Generator().manual_seed(seed)
     state = TrainState()
     hooks = prepare_training(model, len(splits.train))
-    if resume_path is not None and resume_path.is_file():
+    if resume_path is not None:
         state = _load_resume(resume_path, model, optimizer, generator, resume_key,
                              label) or state
     bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=label or "train",

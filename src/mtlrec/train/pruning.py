@@ -22,6 +22,7 @@ Linear) and masks.json (per task and iteration: prune rate, val AUC; the chosen 
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,15 @@ from mtlrec.evaluate.metrics import get_metric
 from mtlrec.models.layers import FeatureSpec
 from mtlrec.models.shared_bottom import SharedBottom
 from mtlrec.models.sparse_sharing import SparseSharing, prune_rate
-from mtlrec.provenance import provenance, save_torch_atomic, write_json_atomic
+from mtlrec.provenance import check_writable, provenance, save_torch_atomic, write_json_atomic
 from mtlrec.train.loop import TrainConfig, evaluate, make_optimizer, train_epoch
 from mtlrec.train.objectives import get_objective
+from mtlrec.train.resume import fingerprint, load_checked
 from mtlrec.train.setup import start_run
+from mtlrec.workflow import run_keys
 
 MASKS_FILE = "masks.pt"
+RESUME_FILE = "resume.pt"  # the warm-up state and the tasks finished so far
 REPORT_FILE = "masks.json"
 
 
@@ -115,23 +119,41 @@ def find_masks(params: dict[str, Any], experiment: str, seed: int, data_dir: Pat
     exp = experiment_section(params, experiment)
     split = section(params, f"datasets.{exp['dataset']}.split")
     objective, metric = get_objective(exp["objective"]), get_metric(exp["metric"])
+    check_writable(out_dir)
     started = time.perf_counter()
     splits, device = start_run(runtime, seed, data_dir, exp["tasks"], split)
     features = FeatureSpec.from_schema(splits.schema)
     num_tasks = len(splits.tasks)
     warmup = SharedBottom(features, num_tasks, **pruning["network"]).to(device)
     cfg = TrainConfig.from_params(train_params, params.get("display"))
-    optimizer = make_optimizer(warmup, cfg.lr, device)
-    generator = torch.Generator().manual_seed(seed)
-    for epoch in range(1, pruning["warmup_epochs"] + 1):
-        train_epoch(warmup, optimizer, splits, cfg, generator, epoch, objective)
-    warm_state = copy.deepcopy(warmup.state_dict())
+    resume_path = out_dir / RESUME_FILE
+    key = fingerprint(params, run_keys(params, experiment, None),
+                      [*sorted(data_dir.glob("*.parquet")), data_dir / "schema.json"], "masks",
+                      seed=seed, experiment=experiment)
+    saved = load_checked(resume_path, key, f"masks seed={seed}")
+    if saved is None:  # warm up (no RNG draws: a resumed run skips it with the same state)
+        optimizer = make_optimizer(warmup, cfg.lr, device)
+        generator = torch.Generator().manual_seed(seed)
+        for epoch in range(1, pruning["warmup_epochs"] + 1):
+            train_epoch(warmup, optimizer, splits, cfg, generator, epoch, objective)
+        saved = {"key": key, "warm_state": copy.deepcopy(warmup.state_dict()), "done": []}
+        save_torch_atomic(resume_path, saved)
+    else:
+        print(f"mtlrec: masks seed={seed}: resuming after the warm-up and {len(saved['done'])} "
+              f"of {num_tasks} task(s)", file=sys.stderr)
+    warm_state = {k: v.to(device) for k, v in saved["warm_state"].items()}
 
     model = SparseSharing(features, num_tasks, **pruning["network"]).to(device)
     per_task, report = [], {}
     for task, name in enumerate(splits.tasks):
-        masks, history = _task_masks(model, task, warm_state, splits, cfg, seed, pruning,
-                                     objective, metric)
+        if task < len(saved["done"]):  # finished before an interruption
+            masks = [m.to(device) for m in saved["done"][task]["masks"]]
+            history = saved["done"][task]["history"]
+        else:
+            masks, history = _task_masks(model, task, warm_state, splits, cfg, seed, pruning,
+                                         objective, metric)
+            saved["done"].append({"masks": [m.cpu() for m in masks], "history": history})
+            save_torch_atomic(resume_path, saved)
         per_task.append(masks)
         report[name] = history
     stacked = [torch.stack(layer).cpu() for layer in zip(*per_task, strict=True)]  # [K, out, in]
@@ -154,6 +176,7 @@ def find_masks(params: dict[str, Any], experiment: str, seed: int, data_dir: Pat
     write_json_atomic(out_dir / REPORT_FILE, result)
     write_json_atomic(out_dir / "timing.json",
                       {"wall_time_s": round(time.perf_counter() - started, 3)})
+    resume_path.unlink(missing_ok=True)
     return result
 
 

@@ -3,8 +3,6 @@ metrics file."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +12,11 @@ from mtlrec.errors import MtlrecError
 from mtlrec.evaluate.metrics import get_metric
 from mtlrec.models import build_model
 from mtlrec.models.layers import FeatureSpec
-from mtlrec.provenance import provenance, save_torch_atomic, write_json_atomic
+from mtlrec.provenance import check_writable, provenance, save_torch_atomic, write_json_atomic
 from mtlrec.train.loop import TrainConfig, evaluate, fit
 from mtlrec.train.objectives import get_objective
 from mtlrec.train.pruning import load_masks
+from mtlrec.train.resume import fingerprint
 from mtlrec.train.setup import start_run
 
 RESUME_FILE = "resume.pt"
@@ -40,6 +39,7 @@ def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: i
     split = section(params, f"datasets.{exp['dataset']}.split")
     objective, metric = get_objective(exp["objective"]), get_metric(exp["metric"])
     model_name, hparams = resolve_model(params, run_name)
+    check_writable(out_dir)  # a read-only or full output folder fails now, not after an epoch
     started = time.perf_counter()
     splits, device = start_run(runtime, seed, data_dir, exp["tasks"], split)
     model = build_model(model_name, FeatureSpec.from_schema(splits.schema), len(splits.tasks),
@@ -92,30 +92,14 @@ def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: i
     return metrics
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def resume_key(params: dict[str, Any], experiment: str, run_name: str, model_name: str,
                seed: int, data_dir: Path, masks: Path | None) -> str:
-    """A fingerprint of everything that decides a run: the params sections it reads, the seed,
-    the encoded files, the masks and the source files of its code (those dvc.yaml tracks for its
-    stage). resume.pt saved under another fingerprint is not resumed."""
-    from mtlrec.workflow import REPO_ROOT, experiment_dataset, param_values, run_keys, stage_code
+    """A fingerprint of everything that decides a training run: the params its stage tracks, the
+    seed, the encoded files, the masks and the source files of its code."""
+    from mtlrec.workflow import run_keys
 
-    keys = run_keys(params, experiment, run_name)
-    files = sorted(data_dir.glob("*.parquet")) + [data_dir / "schema.json"]
+    files = [*sorted(data_dir.glob("*.parquet")), data_dir / "schema.json"]
     files += [masks] if masks is not None else []
-    code = [REPO_ROOT / name for name in stage_code("train", (model_name,))]
-    payload = {
-        "run": run_name, "seed": seed, "experiment": experiment,
-        "dataset": experiment_dataset(params, experiment),
-        "params": param_values(params, keys),
-        "files": {f.name: _sha256(f) for f in files},
-        "code": {str(f.relative_to(REPO_ROOT)): _sha256(f) for f in code if f.is_file()},
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return fingerprint(params, run_keys(params, experiment, run_name), files, "train",
+                       (model_name,), run=run_name, seed=seed, experiment=experiment)
