@@ -92,6 +92,10 @@ def test_dvc_repro_reruns_only_the_edited_model(project_copy: Path):
     assert _report_images(project_copy) == 4  # curves, ablation, EM labels, t-SNE
     assert _stages_run(_run(["dvc", "repro"], project_copy)) == set()  # nothing changed
 
+    # an identical retrain (new timing.json, same model and metrics) re-triggers no table
+    _run(["dvc", "repro", "-f", "-s", "train-census-mmoe@11"], project_copy)
+    assert _stages_run(_run(["dvc", "repro"], project_copy)) == set()
+
     # a display flag is an input of no result: nothing reruns
     _edit_params(project_copy, lambda p: p["display"].update(progress=True))
     assert _stages_run(_run(["dvc", "repro"], project_copy)) == set()
