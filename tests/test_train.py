@@ -137,3 +137,30 @@ def test_divergence_stops_the_run_with_one_line(tmp_path, encoded_census, tiny_p
         run_training(tiny_params, "census", "mmoe", 7, encoded_census, tmp_path)
     assert len(str(error.value).splitlines()) == 1
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "model.pt").exists()
+
+
+def test_a_log_file_gets_one_plain_line_per_epoch(tmp_path, encoded_census, tiny_params, capsys):
+    """Not a terminal (a rule's log): no tqdm escape codes, one readable line per epoch."""
+    tiny_params["display"]["progress"] = True
+    run_training(tiny_params, "census", "shared_bottom", 7, encoded_census, tmp_path)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if ": epoch " in line]
+    assert [line.split(": epoch ")[1].split()[0] for line in lines] == ["1/2", "2/2"]
+    assert "val auc" in lines[0] and "\r" not in err and "\x1b[" not in err
+
+
+def test_set_overrides_one_key_and_is_validated(capsys):
+    from conftest import REPO
+
+    from mtlrec.cli import main
+
+    params = str(REPO / "params.yaml")
+    assert main(["check", "--params", params, "--set", "train.lr=0.01",
+                 "--set", "models.mmoe.expert_hidden=[8, 4]"]) == 0
+    out = capsys.readouterr().out
+    assert "lr: 0.01" in out and "- 8" in out
+    assert main(["check", "--params", params, "--set", "train.epochs=many"]) == 2
+    assert "train.epochs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and "mtlrec 0.1.0" in capsys.readouterr().out

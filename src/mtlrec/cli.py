@@ -25,13 +25,19 @@ from mtlrec.errors import MtlrecError
 
 
 def _parser() -> argparse.ArgumentParser:
+    from mtlrec import __version__
+
     parser = argparse.ArgumentParser(prog="mtlrec", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mtlrec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--params", action="append", default=None,
                        help="params file(s); later ones overlay earlier ones (default params.yaml)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one params key after the files (YAML value), e.g. "
+                            "--set train.lr=0.01; repeatable")
         return p
 
     p = add("fetch", "place the raw files of a dataset, verified by sha256")
@@ -76,6 +82,10 @@ def _dispatch(args: argparse.Namespace) -> None:
     from mtlrec.config import load_params
 
     params = load_params(args.params or ["params.yaml"])
+    if args.set:
+        from mtlrec.config import apply_overrides
+
+        params = apply_overrides(params, args.set)
     if args.command == "fetch":
         from mtlrec.data.datasets import fetch_dataset
 

@@ -66,6 +66,30 @@ def load_params(files: Iterable[str | Path]) -> Params:
     return merged
 
 
+def apply_overrides(params: Params, assignments: Iterable[str]) -> Params:
+    """`key.sub=value` assignments (value read as YAML: 0.01, [1, 2], true, null) over `params`,
+    then validated like a file: `mtlrec train ... --set train.lr=0.01`."""
+    merged = copy.deepcopy(params)
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key:
+            raise MtlrecError(f"--set: '{assignment}' is not KEY=VALUE (e.g. train.lr=0.01)")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise MtlrecError(f"--set {key}: '{text}' is not a YAML value") from exc
+        node = merged
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise MtlrecError(f"--set: no section '{part}' on the way to '{key}'")
+            node = node[part]
+        node[parts[-1]] = value
+    validate(merged)
+    check_cross_references(merged)
+    return merged
+
+
 def resolve_model(params: Mapping[str, Any], run_name: str) -> tuple[str, dict[str, Any]]:
     """A run name -> (registered model, its hyperparameters).
 

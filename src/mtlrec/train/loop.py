@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,11 @@ def train_step(model: MultiTaskModel, batch: Batch, info: StepInfo, objective: O
     return get_combiner(model.combiner).step(model, batch, info, objective, optimizer)
 
 
+def _terminal() -> bool:
+    """Progress bars on a terminal; plain lines in a log file (no tqdm escape codes there)."""
+    return sys.stderr.isatty()
+
+
 def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits: Splits,
                 cfg: TrainConfig, generator: torch.Generator, epoch: int,
                 objective: Objective) -> float:
@@ -92,8 +98,9 @@ def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits:
     batches = batch_indices(len(train), cfg.batch_size, cfg.shuffle, generator)
     n_batches = math.ceil(len(train) / cfg.batch_size)
     total = torch.zeros((), device=train.labels.device)
+    bars = cfg.progress and _terminal()
     for step, idx in enumerate(tqdm(batches, total=n_batches, desc=f"epoch {epoch}",
-                                    disable=not cfg.progress, leave=False, mininterval=2.0)):
+                                    disable=not bars, leave=False, mininterval=2.0)):
         batch = Batch(train.dense[idx], train.sparse[idx], train.labels[idx], train.row_id[idx])
         info = StepInfo(epoch, step, n_batches, cfg.epochs, cfg.batch_size)
         total += combiner.step(model, batch, info, objective, optimizer)
@@ -160,7 +167,9 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
         state = _load_resume(resume_path, model, optimizer, generator, resume_key,
                              label) or state
     bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=label or "train",
-               disable=not cfg.progress, unit="epoch")
+               disable=not (cfg.progress and _terminal()), unit="epoch")
+    log_lines = cfg.progress and not _terminal()
+    started = time.perf_counter()
     while state.epoch < cfg.epochs and not state.stopped_early:
         epoch = state.epoch + 1
         loss = train_epoch(model, optimizer, splits, cfg, generator, epoch, objective)
@@ -183,6 +192,11 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
         bar.set_postfix(loss=f"{loss:.4f}", val="/".join(f"{a:.4f}" for a in val_scores),
                         best=state.best_epoch)
         bar.update(1)
+        if log_lines:
+            print(f"{label or 'train'}: epoch {epoch}/{cfg.epochs} loss {loss:.4f} val "
+                  f"{metric.name} {'/'.join(f'{a:.4f}' for a in val_scores)} best epoch "
+                  f"{state.best_epoch} ({time.perf_counter() - started:.0f} s)", file=sys.stderr,
+                  flush=True)
         if resume_path is not None:
             _save_resume(resume_path, model, optimizer, state, generator, resume_key)
     bar.close()

@@ -82,7 +82,7 @@ def _task_masks(model: SparseSharing, task: int, warm_state: dict[str, torch.Ten
     history, kept = [], []
     device = splits.train.labels.device
     for iteration in tqdm(range(pruning["iterations"]), desc=f"pruning task {task}",
-                          disable=not cfg.progress):
+                          disable=not (cfg.progress and sys.stderr.isatty())):
         if iteration > 0:
             masks = [prune_smallest(layer.weight, mask, pruning["rate"])
                      for layer, mask in zip(model.masked_layers(), masks, strict=True)]
@@ -101,6 +101,11 @@ def _task_masks(model: SparseSharing, task: int, warm_state: dict[str, torch.Ten
         history.append({"iteration": iteration, "prune_rate": prune_rate(masks),
                         f"val_{metric.name}": val_scores[task]})
         kept.append([m.clone() for m in masks])
+        if cfg.progress and not sys.stderr.isatty():  # a log file: one plain line each
+            last = history[-1]
+            print(f"pruning task {task}: iteration {iteration} pruned {last['prune_rate']:.1%} "
+                  f"val {metric.name} {last[f'val_{metric.name}']:.4f}", file=sys.stderr,
+                  flush=True)
     chosen = choose_iteration(history, pruning["selection"], pruning["min_prune_rate"],
                               f"val_{metric.name}")
     return kept[chosen], [{**h, "kept": i == chosen} for i, h in enumerate(history)]
