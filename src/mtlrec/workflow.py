@@ -208,11 +208,10 @@ def _model_modules() -> frozenset[str]:
 def code_deps(entry: str, models: tuple[str, ...] = ()) -> list[str]:
     """Source files a stage's result depends on: the closure of `entry`, where the model registry
     is narrowed to `models` (their own modules and what they import)."""
-    skip = _model_modules()
-    modules = set(_closure(entry, skip))
-    for model in models:
-        from mtlrec.models import MODELS
+    from mtlrec.models import MODELS
 
+    modules = set(_closure(entry, _model_modules()))
+    for model in models:
         modules |= _closure(MODELS[model].__module__)
     files = set(_files(frozenset(modules))) | set(CLI_FILES)
     return sorted(files)
@@ -245,15 +244,15 @@ def stage_code(kind: str, models: tuple[str, ...] = ()) -> list[str]:
 
 # ----------------------------------------------------------------------------- params keys
 def dataset_keys(params: dict[str, Any], dataset: str, stage: str) -> list[str]:
-    """The `datasets.<d>` keys a stage reads: fetch the sources, encode the rest but the split
-    (read by the runs) and the mirror (where the files come from, not what they hold)."""
+    """The `datasets.<d>` keys a stage reads: fetch the sources (where the files come from and
+    their hashes), encode the rest but the split (read by the runs); encode sees the sources
+    through the fetched folder, its dependency."""
     section = params["datasets"][dataset]
     source_keys = {"mirror", "files", "sha256"}
     if stage == "fetch":
         keys = [k for k in section if k in source_keys]
     else:
-        keys = [k for k in section if k not in source_keys | {"split"}] + (
-            ["files"] if "files" in section else [])
+        keys = [k for k in section if k not in source_keys | {"split"}]
     return [f"datasets.{dataset}.{k}" for k in keys]
 
 

@@ -18,7 +18,8 @@ binary label columns.
 
 The fetch stage copies the files (verified when `sha256` is given) into data/raw/<name>/ as
 train.<ext> / test.<ext>. A missing column, a label column that is not 0/1, a dense column that
-is not numeric, or an empty split stops with one line naming it.
+is not numeric, or an empty split (checked by `encode_dataset` for every reader) stops with
+one line naming it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ def _suffix(path: Path) -> str:
     raise MtlrecError(f"table: {path} is neither CSV (.csv, .csv.gz) nor parquet (.parquet)")
 
 
+def _check_sha256(name: str, section: dict[str, Any], split: str, path: Path) -> None:
+    """The file of `split` against its declared sha256 (decompressed content), if one is given."""
+    expected = section.get("sha256", {}).get(split)
+    if expected is not None and sha256_decompressed(path) != expected:
+        raise MtlrecError(f"table: checksum mismatch for {path} (datasets.{name}.sha256.{split});"
+                          " the file changed")
+
+
 def fetch_table(name: str, section: dict[str, Any], out_dir: Path) -> list[Path]:
     """Copy the declared files into `out_dir` as train.<ext> (and test.<ext>), verified."""
     placed = []
@@ -56,25 +65,20 @@ def fetch_table(name: str, section: dict[str, Any], out_dir: Path) -> list[Path]
             source = REPO_ROOT / source
         if not source.is_file():
             raise MtlrecError(f"table: datasets.{name}.files.{split}: {source} not found")
-        expected = section.get("sha256", {}).get(split)
-        if expected is not None and sha256_decompressed(source) != expected:
-            raise MtlrecError(f"table: checksum mismatch for {source.name} (datasets.{name}"
-                              f".sha256.{split}); the file changed")
+        _check_sha256(name, section, split, source)
         dest = out_dir / f"{split}{_suffix(source)}"
         atomic_write(dest, lambda tmp, src=source: shutil.copyfile(src, tmp))
         placed.append(dest)
     return placed
 
 
-def _read_file(path: Path, max_rows: int | None) -> pd.DataFrame:
+def _read_file(path: Path) -> pd.DataFrame:
     try:
         if _suffix(path) == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, nrows=max_rows, keep_default_na=False, dtype=str)
+            return pd.read_parquet(path)
+        return pd.read_csv(path, keep_default_na=False, dtype=str)
     except (OSError, EOFError, zlib.error, ValueError, pd.errors.ParserError) as exc:
         raise MtlrecError(f"table: cannot read {path.name}: {str(exc).splitlines()[0]}") from exc
-    return frame.head(max_rows) if max_rows is not None else frame
 
 
 def _raw_file(raw_dir: Path, split: str) -> Path | None:
@@ -121,13 +125,11 @@ def read_table(name: str, section: dict[str, Any], raw_dir: Path) -> RawTables:
         raise MtlrecError(f"table: no train file in {raw_dir}; run the fetch stage first")
     test_path = _raw_file(raw_dir, "test")
     for split, path in (("train", train_path), ("test", test_path)):  # edited since the fetch?
-        expected = section.get("sha256", {}).get(split)
-        if path is not None and expected is not None and sha256_decompressed(path) != expected:
-            raise MtlrecError(f"table: checksum mismatch for {path} (datasets.{name}.sha256."
-                              f"{split}); it changed since the fetch")
-    train = _read_file(train_path, None)
+        if path is not None:
+            _check_sha256(name, section, split, path)
+    train = _read_file(train_path)
     if test_path is not None:
-        test = _read_file(test_path, None)
+        test = _read_file(test_path)
     else:
         if "test_fraction" not in section:
             raise MtlrecError(f"table: datasets.{name} has no files.test: set test_fraction")
@@ -141,8 +143,6 @@ def read_table(name: str, section: dict[str, Any], raw_dir: Path) -> RawTables:
     for split, frame in (("train", train), ("test", test)):
         if limits[split] is not None:
             frame = frame.head(limits[split])
-        if len(frame) == 0:
-            raise MtlrecError(f"table: dataset '{name}': the {split} split is empty")
         frames[split] = _typed(frame, name, split, section)
         labels[split] = _labels(frame, name, split, section)
     return RawTables(frames, labels, list(section["sparse"]), list(section["dense"]))

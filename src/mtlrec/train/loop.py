@@ -82,7 +82,7 @@ def train_step(model: MultiTaskModel, batch: Batch, info: StepInfo, objective: O
     return get_combiner(model.combiner).step(model, batch, info, objective, optimizer)
 
 
-def _terminal() -> bool:
+def on_terminal() -> bool:
     """Progress bars on a terminal; plain lines in a log file (no tqdm escape codes there)."""
     return sys.stderr.isatty()
 
@@ -98,7 +98,7 @@ def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits:
     batches = batch_indices(len(train), cfg.batch_size, cfg.shuffle, generator)
     n_batches = math.ceil(len(train) / cfg.batch_size)
     total = torch.zeros((), device=train.labels.device)
-    bars = cfg.progress and _terminal()
+    bars = cfg.progress and on_terminal()
     for step, idx in enumerate(tqdm(batches, total=n_batches, desc=f"epoch {epoch}",
                                     disable=not bars, leave=False, mininterval=2.0)):
         batch = Batch(train.dense[idx], train.sparse[idx], train.labels[idx], train.row_id[idx])
@@ -167,8 +167,8 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
         state = _load_resume(resume_path, model, optimizer, generator, resume_key,
                              label) or state
     bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=label or "train",
-               disable=not (cfg.progress and _terminal()), unit="epoch")
-    log_lines = cfg.progress and not _terminal()
+               disable=not (cfg.progress and on_terminal()), unit="epoch")
+    log_lines = cfg.progress and not on_terminal()
     started = time.perf_counter()
     while state.epoch < cfg.epochs and not state.stopped_early:
         epoch = state.epoch + 1

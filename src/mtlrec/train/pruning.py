@@ -37,7 +37,7 @@ from mtlrec.models.layers import FeatureSpec
 from mtlrec.models.shared_bottom import SharedBottom
 from mtlrec.models.sparse_sharing import SparseSharing, prune_rate
 from mtlrec.provenance import check_writable, provenance, save_torch_atomic, write_json_atomic
-from mtlrec.train.loop import TrainConfig, evaluate, make_optimizer, train_epoch
+from mtlrec.train.loop import TrainConfig, evaluate, make_optimizer, on_terminal, train_epoch
 from mtlrec.train.objectives import get_objective
 from mtlrec.train.resume import fingerprint, load_checked
 from mtlrec.train.setup import start_run
@@ -82,7 +82,7 @@ def _task_masks(model: SparseSharing, task: int, warm_state: dict[str, torch.Ten
     history, kept = [], []
     device = splits.train.labels.device
     for iteration in tqdm(range(pruning["iterations"]), desc=f"pruning task {task}",
-                          disable=not (cfg.progress and sys.stderr.isatty())):
+                          disable=not (cfg.progress and on_terminal())):
         if iteration > 0:
             masks = [prune_smallest(layer.weight, mask, pruning["rate"])
                      for layer, mask in zip(model.masked_layers(), masks, strict=True)]
@@ -101,7 +101,7 @@ def _task_masks(model: SparseSharing, task: int, warm_state: dict[str, torch.Ten
         history.append({"iteration": iteration, "prune_rate": prune_rate(masks),
                         f"val_{metric.name}": val_scores[task]})
         kept.append([m.clone() for m in masks])
-        if cfg.progress and not sys.stderr.isatty():  # a log file: one plain line each
+        if cfg.progress and not on_terminal():  # a log file: one plain line each
             last = history[-1]
             print(f"pruning task {task}: iteration {iteration} pruned {last['prune_rate']:.1%} "
                   f"val {metric.name} {last[f'val_{metric.name}']:.4f}", file=sys.stderr,
