@@ -10,8 +10,9 @@ import pytest
 import torch
 import yaml
 
-from mtlrec.data.datasets import encode_dataset
+from mtlrec.data.datasets import declared_tasks, encode_dataset, write_task_labels
 from mtlrec.data.sources import fetch
+from mtlrec.data.splits import default_labels_dir
 from mtlrec.provenance import use_deterministic_kernels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,10 +45,13 @@ def tiny_params(base_params) -> dict:
 
 def encode_census(raw: Path, out: Path, fit_on: str, max_train_rows: int | None,
                   max_test_rows: int | None) -> dict:
-    """The Census dataset of params.yaml encoded with these options (a head of the files)."""
+    """The Census dataset of params.yaml encoded with these options (a head of the files), and
+    the labels of its declared tasks in the pipeline's layout (`default_labels_dir(out)`)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["datasets"]["census"].update(fit_encoders_on=fit_on, max_train_rows=max_train_rows,
                                         max_test_rows=max_test_rows)
+    for task in declared_tasks(params["datasets"]["census"]):
+        write_task_labels(params, "census", task, raw, default_labels_dir(out) / task)
     return encode_dataset(params, "census", raw, out)
 
 
@@ -63,6 +67,6 @@ def raw_census(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def encoded_census(tmp_path_factory, raw_census) -> Path:
-    out = tmp_path_factory.mktemp("encoded") / "census"
+    out = tmp_path_factory.mktemp("root") / "data" / "encoded" / "census"
     encode_census(raw_census, out, "train", max_train_rows=3000, max_test_rows=2000)
     return out

@@ -2,12 +2,19 @@
 
     mtlrec fetch  DATASET --params params.yaml --out data/raw/DATASET
     mtlrec encode DATASET --params params.yaml --raw data/raw/DATASET --out data/encoded/DATASET
+    mtlrec labels DATASET TASK --params params.yaml --raw data/raw/DATASET
+                  --out data/labels/DATASET/TASK
     mtlrec masks  --params params.yaml --experiment EXP --seed 1 --data data/encoded/DATASET
                   --out DIR
     mtlrec train  --params params.yaml --experiment EXP --model mmoe --seed 1
                   --data data/encoded/DATASET --out DIR [--masks DIR/masks.pt]  (masked models)
-    mtlrec table  table2 --params params.yaml --experiment EXP --runs runs --out results/tables
-    mtlrec report ablation|em|tsne --params params.yaml --experiment EXP --runs runs ...
+    mtlrec newtask --params params.yaml --experiment EXP --method prompt --seed 1
+                  --data data/encoded/DATASET --backbone runs/EXP/mptrec/seed=1 --out DIR
+    mtlrec new-task --task race --column race --equals White --backbone runs/EXP/mptrec/seed=1
+                  (a researcher's new task on a pre-trained run: prompt-tuned score and cost)
+    mtlrec table  table2|table3|table4 --params params.yaml --experiment EXP --runs runs --out DIR
+    mtlrec report ablation|newtask_ablation|correlations|em|tsne --params params.yaml
+                  --experiment EXP --runs runs ...
     mtlrec check  --params params.yaml [--params overlay.yaml]
     mtlrec dag    dvc --params params.yaml [--out dvc.yaml]   (writes dvc.yaml from the DAG)
 
@@ -47,30 +54,60 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--raw", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p = add("labels", "one task's 0/1 labels from the raw files (its declared rule)")
+    p.add_argument("dataset")
+    p.add_argument("task")
+    p.add_argument("--raw", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    labels_help = "labels folder (default: data/labels/<dataset> beside data/encoded/<dataset>)"
     p = add("masks", "per-task subnetwork masks by iterative magnitude pruning")
     p.add_argument("--experiment", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--labels", type=Path, help=labels_help)
     p.add_argument("--out", type=Path, required=True)
     p = add("train", "train one model with one seed")
     p.add_argument("--experiment", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="a model, a variant, or full-<one of them>")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--labels", type=Path, help=labels_help)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--masks", type=Path, help="masks.pt of `mtlrec masks` (masked models)")
+    p = add("newtask", "learn an experiment's new task on a frozen pre-trained run (stage 2)")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--method", required=True, help="a new_task.methods entry")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--labels", type=Path, help=labels_help)
+    p.add_argument("--backbone", type=Path, required=True, help="the pre-trained run's folder")
+    p.add_argument("--out", type=Path, required=True)
+    p = add("new-task", "a new task (column + rule) on a pre-trained run: prompt-tune it and "
+                        "report its score, cost and the existing tasks' scores")
+    p.add_argument("--task", required=True, help="the new task's name")
+    p.add_argument("--column", required=True, help="the raw column its label comes from")
+    rule = p.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--equals", help="label 1 where the column equals this value")
+    rule.add_argument("--above", type=float, help="label 1 where the column is above this")
+    rule.add_argument("--below", type=float, help="label 1 where the column is below this")
+    p.add_argument("--backbone", type=Path, required=True,
+                   help="a pre-trained run folder (runs/<experiment>/<run>/seed=<s>)")
+    p.add_argument("--method", default="prompt", help="a new_task.methods entry (prompt)")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/<experiment>/"
+                                            "new-task-<task>/<method>/seed=<s>)")
     p = add("table", "render a results table from metrics.json files")
-    p.add_argument("table", choices=["table2"])
+    p.add_argument("table", choices=["table2", "table3", "table4"])
     p.add_argument("--experiment", required=True)
     p.add_argument("--runs", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p = add("report", "ablation table and plot, EM label history, or t-SNE figure")
-    p.add_argument("kind", choices=["ablation", "em", "tsne"])
+    p.add_argument("kind", choices=["ablation", "newtask_ablation", "correlations", "em", "tsne"])
     p.add_argument("--experiment", required=True)
     p.add_argument("--runs", type=Path, required=True)
     p.add_argument("--tables", type=Path, required=True)
     p.add_argument("--figures", type=Path, required=True)
     p.add_argument("--data", type=Path, help="encoded data folder (t-SNE)")
+    p.add_argument("--labels", type=Path, help="labels folder (correlations)")
     add("check", "validate params files and print the merged result")
     p = add("dag", "write the pipeline DAG in another tool's format")
     p.add_argument("format", choices=["dvc"])
@@ -97,11 +134,27 @@ def _dispatch(args: argparse.Namespace) -> None:
         schema = encode_dataset(params, args.dataset, args.raw, args.out)
         print(f"encoded {schema['rows']} rows, {len(schema['sparse'])} sparse + "
               f"{len(schema['dense'])} dense fields -> {args.out}")
+    elif args.command == "labels":
+        from mtlrec.data.datasets import write_task_labels
+
+        info = write_task_labels(params, args.dataset, args.task, args.raw, args.out)
+        rates = ", ".join(f"{split} {rate:.2%}" for split, rate in info["positive_rate"].items())
+        print(f"labels of {args.task}: positive {rates} -> {args.out}")
+    elif args.command == "newtask":
+        from mtlrec.newtask.run import run_new_task
+
+        metrics = run_new_task(params, args.experiment, args.method, args.seed, args.data,
+                               args.backbone, args.out, args.labels)
+        _print_new_task(metrics)
+    elif args.command == "new-task":
+        from mtlrec.newtask.direct import add_new_task
+
+        _print_new_task(add_new_task(params, args))
     elif args.command == "train":
         from mtlrec.train.run import run_training
 
         metrics = run_training(params, args.experiment, args.model, args.seed, args.data,
-                               args.out, args.masks)
+                               args.out, args.masks, args.labels)
         scores = metrics[f"test_{metrics['metric']}"]
         aucs = ", ".join(f"{t} {v:.4f}" for t, v in scores.items())
         best = metrics["best_epoch"]
@@ -110,15 +163,19 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "masks":
         from mtlrec.train.pruning import find_masks
 
-        result = find_masks(params, args.experiment, args.seed, args.data, args.out)
+        result = find_masks(params, args.experiment, args.seed, args.data, args.out, args.labels)
         rates = ", ".join(f"{t} {r:.0%}" for t, r in result["kept_prune_rate"].items())
         print(f"masks seed={args.seed}: pruned {rates}; shared by all tasks "
               f"{result['overlap_share']:.0%} -> {args.out}")
     elif args.command == "table":
-        from mtlrec.report.tables import make_table2
-
-        make_table2(params, args.experiment, args.runs, args.out)
-        print(f"wrote {args.out}/table2_{args.experiment}.{{tex,md,csv}}")
+        if args.table == "table2":
+            from mtlrec.report.tables import make_table2 as make
+        elif args.table == "table3":
+            from mtlrec.report.newtask import make_table3 as make
+        else:
+            from mtlrec.report.newtask import make_table4 as make
+        make(params, args.experiment, args.runs, args.out)
+        print(f"wrote {args.out}/{args.table}_{args.experiment}.{{tex,md,csv}}")
     elif args.command == "report":
         _report(args, params)
     elif args.command == "check":
@@ -143,8 +200,32 @@ def _dispatch(args: argparse.Namespace) -> None:
             write_text_atomic(args.out, text)
 
 
+def _print_new_task(metrics: dict) -> None:
+    name = metrics["metric"]
+    new = metrics["new_task"]
+    scores = metrics[f"existing_test_{name}"] or {}
+    existing = ", ".join(f"{t} {v:.4f}" for t, v in scores.items()) or "n/a (all weights train)"
+    cost = metrics["cost"]
+    print(f"{metrics['method']} seed={metrics['seed']}: new task {new} test {name} "
+          f"{metrics[f'test_{name}'][new]:.4f} (best epoch {metrics['best_epoch']}); "
+          f"trained {cost['trained_params']:,} params "
+          f"({cost['trained_params'] / cost['full_params']:.1%} of full 3-task training), "
+          f"{cost['trained_flops_per_batch'] / 1e6:.1f}M FLOPs per batch; existing tasks "
+          f"unchanged: {existing}")
+
+
 def _report(args: argparse.Namespace, params: dict) -> None:
-    if args.kind == "ablation":
+    if args.kind in ("newtask_ablation", "correlations"):
+        from mtlrec.report import newtask
+
+        if args.kind == "correlations":
+            if args.labels is None:
+                raise MtlrecError("report correlations needs --labels (the labels folder)")
+            newtask.make_correlations(params, args.experiment, args.labels, args.tables)
+        else:
+            newtask.make_newtask_ablation(params, args.experiment, args.runs, args.tables,
+                                          args.figures)
+    elif args.kind == "ablation":
         from mtlrec.report.figures import make_ablation
 
         make_ablation(params, args.experiment, args.runs, args.tables, args.figures)

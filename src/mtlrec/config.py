@@ -108,6 +108,36 @@ def resolve_model(params: Mapping[str, Any], run_name: str) -> tuple[str, dict[s
     return base, deep_merge(params["models"][base], variant["set"])
 
 
+FULL_PREFIX = "full-"  # run `full-<run>`: <run> trained on the experiment's tasks + its new task
+NEW_TASK_PREFIX = "newtask-"  # run `newtask-<method>`: a new_task.methods entry (stage 2)
+
+
+def run_model(params: Mapping[str, Any], run_name: str) -> tuple[str, dict[str, Any]]:
+    """resolve_model for a training run name, `full-` prefix included."""
+    return resolve_model(params, run_name.removeprefix(FULL_PREFIX))
+
+
+def run_tasks(params: Mapping[str, Any], experiment: str, run_name: str) -> list[str]:
+    """The tasks a training run learns: the experiment's, plus its new task for `full-` runs."""
+    exp = experiment_section(params, experiment)
+    if run_name.startswith(FULL_PREFIX):
+        if not exp.get("new_task"):
+            raise MtlrecError(f"run '{run_name}': experiments.{experiment} has no new_task")
+        return [*exp["tasks"], exp["new_task"]]
+    return list(exp["tasks"])
+
+
+def dropped_inputs(params: Mapping[str, Any], experiment: str) -> list[str]:
+    """The raw columns that are labels of the experiment's tasks or new task: no input of any of
+    its runs (mtlrec.data.tasks)."""
+    from mtlrec.data.datasets import task_declaration
+
+    exp = experiment_section(params, experiment)
+    dataset = params["datasets"][exp["dataset"]]
+    tasks = [*exp["tasks"], *([exp["new_task"]] if exp.get("new_task") else [])]
+    return [task_declaration(dataset, task)["column"] for task in tasks]
+
+
 REPORT_KINDS = ("table2", "ablation", "em", "tsne")
 
 
@@ -122,6 +152,18 @@ def report_runs(report: Mapping[str, Any]) -> dict[str, list[str]]:
         runs["em"] = [report["em"]["model"]]
     if "tsne" in report:
         runs["tsne"] = list(report["tsne"]["models"])
+    if "table3" in report:
+        table = report["table3"]
+        runs["table3"] = [NEW_TASK_PREFIX + m for m in table["methods"]] + [
+            FULL_PREFIX + table["full"]]
+    if "table4" in report:
+        models = report["table4"]["models"]
+        runs["table4"] = [*models, *(FULL_PREFIX + m for m in models)]
+    if "newtask_ablation" in report:
+        runs["newtask_ablation"] = [NEW_TASK_PREFIX + m
+                                    for m in report["newtask_ablation"]["methods"]]
+    if "correlations" in report:
+        runs["correlations"] = []
     return runs
 
 
@@ -170,12 +212,17 @@ def check_cross_references(params: Mapping[str, Any]) -> None:
         if exp["metric"] not in METRICS:
             raise MtlrecError(f"{where}.metric: unknown '{exp['metric']}' "
                               f"(known: {sorted(METRICS)})")
-        dataset = params["datasets"][exp["dataset"]]
-        if dataset["reader"] == "table":
-            missing = [t for t in exp["tasks"] if t not in dataset["labels"]]
-            if missing:
-                raise MtlrecError(f"{where}.tasks: {missing} not in datasets.{exp['dataset']}"
-                                  f".labels ({sorted(dataset['labels'])})")
+        from mtlrec.data.datasets import declared_tasks
+
+        declared = declared_tasks(params["datasets"][exp["dataset"]])
+        key = "labels" if params["datasets"][exp["dataset"]]["reader"] == "table" else "tasks"
+        wanted = [*exp["tasks"], *([exp["new_task"]] if exp.get("new_task") else [])]
+        missing = [t for t in wanted if t not in declared]
+        if missing:
+            raise MtlrecError(f"{where}: task(s) {missing} not in datasets.{exp['dataset']}"
+                              f".{key} ({sorted(declared)})")
+        if exp.get("new_task") in exp["tasks"]:
+            raise MtlrecError(f"{where}.new_task: '{exp['new_task']}' is already one of its tasks")
     for name in params["build"]:
         if name not in params["experiments"] or name not in params["report"]:
             raise MtlrecError(f"params: build: '{name}' needs an experiments.{name} and a "
@@ -189,10 +236,17 @@ def _check_report(params: Mapping[str, Any], experiment: str, report: Mapping[st
     where = f"params: report.{experiment}"
     if experiment not in params["experiments"]:
         raise MtlrecError(f"{where}: no experiments.{experiment} section")
+    exp = params["experiments"][experiment]
     for kind, names in report_runs(report).items():
+        if kind in ("table3", "table4", "newtask_ablation", "correlations") and not exp.get(
+                "new_task"):
+            raise MtlrecError(f"{where}.{kind}: experiments.{experiment} has no new_task")
         for name in names:
             try:
-                resolve_model(params, name)
+                if name.startswith(NEW_TASK_PREFIX):
+                    _check_method(params, name.removeprefix(NEW_TASK_PREFIX))
+                else:
+                    run_model(params, name)
             except MtlrecError as exc:
                 raise MtlrecError(f"{where}.{kind}: {exc}") from None
     table = report.get("table2")
@@ -204,6 +258,27 @@ def _check_report(params: Mapping[str, Any], experiment: str, report: Mapping[st
             raise MtlrecError(f"{where}.table2.significance.candidate must be one of its models")
     if report.get("notebook") and any(kind not in report for kind in REPORT_KINDS):
         raise MtlrecError(f"{where}.notebook needs all of {list(REPORT_KINDS)}")
+
+
+def _check_method(params: Mapping[str, Any], method: str) -> None:
+    """A new_task.methods entry: a known kind, a backbone run that fits it."""
+    from mtlrec.models import MODELS
+    from mtlrec.newtask import FINETUNE_ALL, HEADS
+
+    methods = params.get("new_task", {}).get("methods", {})
+    if method not in methods:
+        raise MtlrecError(f"unknown new-task method '{method}' (new_task.methods: "
+                          f"{sorted(methods)})")
+    spec = methods[method]
+    model, _ = resolve_model(params, spec["backbone"])
+    if spec["kind"] == FINETUNE_ALL:
+        return
+    head = HEADS[spec["kind"]]
+    if model not in head.backbone_models:
+        raise MtlrecError(f"new_task.methods.{method}: a '{spec['kind']}' head needs a backbone "
+                          f"of {list(head.backbone_models)}, '{spec['backbone']}' is {model}")
+    if MODELS[model].needs_masks:
+        raise MtlrecError(f"new_task.methods.{method}: masked backbones are not supported")
 
 
 def _check_masked_models(params: Mapping[str, Any], models: Mapping[str, Any]) -> None:

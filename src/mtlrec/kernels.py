@@ -34,7 +34,8 @@ torch`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 
 import torch
@@ -291,3 +292,15 @@ def l2_penalty(reg_emb: float, reg_dnn: float, tables: Sequence[torch.Tensor],
     if fast_ops_apply(first):
         return _L2Penalty.apply(reg_emb, reg_dnn, len(tables), *tables, *weights)
     return l2_value(reg_emb, reg_dnn, tables, weights)
+
+
+@contextmanager
+def portable_ops() -> Iterator[None]:
+    """Plain torch ops (every Function here steps aside) inside the block, e.g. for a backward
+    pass that is itself differentiated (second-order MAML)."""
+    before = _settings["cpu_linear"]
+    _settings["cpu_linear"] = "torch"
+    try:
+        yield
+    finally:
+        _settings["cpu_linear"] = before

@@ -7,9 +7,14 @@ and `mtlrec check` say when the committed dvc.yaml is stale).
 
     fetch   datasets.<d>      -> data/raw/<d>/
     encode  data/raw/<d>      -> data/encoded/<d>/{train,test}.parquet, schema.json
+    labels  data/raw/<d>, task -> data/labels/<d>/<task>/{train,test}.parquet, label.json
     masks   experiment, seed  -> runs/<e>/masks/seed=<s>/{masks.pt, masks.json}   (masked models)
     train   experiment, run, seed -> runs/<e>/<run>/seed=<s>/{model.pt, metrics.json}
-    table2, ablation, em, tsne    -> results/tables/<kind>_<e>.*, results/figures/<kind>_<e>.png
+            (run `full-<run>`: on the experiment's tasks + its new task)
+    newtask experiment, method, seed -> runs/<e>/newtask-<method>/seed=<s>/...  (stage 2, on the
+            method's pre-trained run of the same seed)
+    table2, table3, table4, ablation, newtask_ablation, correlations, em, tsne
+                              -> results/tables/<kind>_<e>.*, results/figures/<kind>_<e>.png
     report  experiment        -> results/report/report_<e>.ipynb (papermill)
 
 Code dependencies are found, not listed: a stage depends on every module its entry point imports
@@ -28,7 +33,14 @@ from typing import Any
 
 import yaml
 
-from mtlrec.config import experiment_runs, report_runs, resolve_model
+from mtlrec.config import (
+    FULL_PREFIX,
+    NEW_TASK_PREFIX,
+    experiment_runs,
+    report_runs,
+    run_model,
+    run_tasks,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent  # src/mtlrec
 SRC_DIR = PACKAGE_DIR.parent
@@ -58,6 +70,16 @@ def encoded_files(dataset: str) -> dict[str, str]:
             "schema": f"{base}/schema.json"}
 
 
+def labels_dir(dataset: str) -> str:
+    return f"data/labels/{dataset}"
+
+
+def label_outputs(dataset: str, task: str) -> dict[str, str]:
+    base = f"{labels_dir(dataset)}/{task}"
+    return {"train": f"{base}/train.parquet", "test": f"{base}/test.parquet",
+            "info": f"{base}/label.json"}
+
+
 def run_dir(experiment: str, run: str, seed: int | str) -> str:
     return f"runs/{experiment}/{run}/seed={seed}"
 
@@ -79,6 +101,18 @@ def report_outputs(experiment: str, kind: str) -> dict[str, str]:
         "em": {"md": f"{tables}/em_history_{experiment}.md",
                "png": f"{figures}/em_clusters_{experiment}.png"},
         "tsne": {"png": f"{figures}/tsne_{experiment}.png"},
+        "table3": {"tex": f"{tables}/table3_{experiment}.tex",
+                   "md": f"{tables}/table3_{experiment}.md",
+                   "csv": f"{tables}/table3_{experiment}.csv",
+                   "time": f"{tables}/table3_{experiment}_time.md"},
+        "table4": {"tex": f"{tables}/table4_{experiment}.tex",
+                   "md": f"{tables}/table4_{experiment}.md",
+                   "csv": f"{tables}/table4_{experiment}.csv"},
+        "newtask_ablation": {"tex": f"{tables}/newtask_ablation_{experiment}.tex",
+                             "md": f"{tables}/newtask_ablation_{experiment}.md",
+                             "png": f"{figures}/newtask_ablation_{experiment}.png"},
+        "correlations": {"md": f"{tables}/correlations_{experiment}.md",
+                         "csv": f"{tables}/correlations_{experiment}.csv"},
         "notebook": {"ipynb": f"results/report/report_{experiment}.ipynb"},
     }[kind]
 
@@ -87,10 +121,45 @@ def experiment_dataset(params: dict[str, Any], experiment: str) -> str:
     return params["experiments"][experiment]["dataset"]
 
 
+def is_new_task_run(run: str) -> bool:
+    return run.startswith(NEW_TASK_PREFIX)
+
+
+def new_task_method(run: str) -> str:
+    return run.removeprefix(NEW_TASK_PREFIX)
+
+
+def backbone_run(params: dict[str, Any], method: str) -> str:
+    """The pre-training run a new-task method starts from."""
+    return params["new_task"]["methods"][method]["backbone"]
+
+
 def needs_masks(params: dict[str, Any], run: str) -> bool:
     from mtlrec.models import MODELS
 
-    return MODELS[resolve_model(params, run)[0]].needs_masks
+    return MODELS[run_model(params, run)[0]].needs_masks
+
+
+def experiment_tasks(params: dict[str, Any], experiment: str) -> list[str]:
+    """Every task an experiment's runs read labels of (its tasks, then its new task)."""
+    exp = params["experiments"][experiment]
+    return [*exp["tasks"], *([exp["new_task"]] if exp.get("new_task") else [])]
+
+
+def training_runs(params: dict[str, Any], experiment: str) -> list[str]:
+    """The experiment's `train` runs: what its reports read, and the pre-trained runs its
+    new-task methods start from (before them)."""
+    runs: list[str] = []
+    for run in experiment_runs(params, experiment):
+        if is_new_task_run(run):
+            run = backbone_run(params, new_task_method(run))
+        if run not in runs:
+            runs.append(run)
+    return runs
+
+
+def new_task_runs(params: dict[str, Any], experiment: str) -> list[str]:
+    return [run for run in experiment_runs(params, experiment) if is_new_task_run(run)]
 
 
 def report_kinds(params: dict[str, Any], experiment: str) -> list[str]:
@@ -118,13 +187,29 @@ def encode_cmd(dataset: str) -> str:
 
 def masks_cmd(params: dict[str, Any], experiment: str, seed: str) -> str:
     return (f"mtlrec masks --params {{params_file}} --experiment {experiment} --seed {seed} "
-            f"--data {encoded_dir(experiment_dataset(params, experiment))} "
-            f"--out {masks_dir(experiment, seed)}")
+            f"{_data_args(params, experiment)} --out {masks_dir(experiment, seed)}")
+
+
+def newtask_cmd(params: dict[str, Any], experiment: str, method: str, seed: str) -> str:
+    backbone = run_dir(experiment, backbone_run(params, method), seed)
+    return (f"mtlrec newtask --params {{params_file}} --experiment {experiment} "
+            f"--method {method} --seed {seed} {_data_args(params, experiment)} "
+            f"--backbone {backbone} --out {run_dir(experiment, NEW_TASK_PREFIX + method, seed)}")
+
+
+def labels_cmd(dataset: str, task: str) -> str:
+    return (f"mtlrec labels {dataset} {task} --params {{params_file}} --raw {raw_dir(dataset)} "
+            f"--out {labels_dir(dataset)}/{task}")
+
+
+def _data_args(params: dict[str, Any], experiment: str) -> str:
+    dataset = experiment_dataset(params, experiment)
+    return f"--data {encoded_dir(dataset)} --labels {labels_dir(dataset)}"
 
 
 def train_cmd(params: dict[str, Any], experiment: str, run: str, seed: str) -> str:
     cmd = (f"mtlrec train --params {{params_file}} --experiment {experiment} --model {run} "
-           f"--seed {seed} --data {encoded_dir(experiment_dataset(params, experiment))} "
+           f"--seed {seed} {_data_args(params, experiment)} "
            f"--out {run_dir(experiment, run, seed)}")
     if needs_masks(params, run):
         cmd += f" --masks {masks_dir(experiment, seed)}/masks.pt"
@@ -133,8 +218,12 @@ def train_cmd(params: dict[str, Any], experiment: str, run: str, seed: str) -> s
 
 def report_cmd(params: dict[str, Any], experiment: str, kind: str) -> str:
     common = f"--params {{params_file}} --experiment {experiment} --runs runs"
-    if kind == "table2":
-        return f"mtlrec table table2 {common} --out results/tables"
+    if kind in ("table2", "table3", "table4"):
+        return f"mtlrec table {kind} {common} --out results/tables"
+    if kind == "correlations":
+        dataset = experiment_dataset(params, experiment)
+        return (f"mtlrec report correlations {common} --labels {labels_dir(dataset)} "
+                f"--tables results/tables --figures results/figures")
     if kind == "notebook":
         out = report_outputs(experiment, "notebook")["ipynb"]
         return (f"mkdir -p results/report && papermill {{repo}}/notebooks/report.ipynb {out} "
@@ -221,9 +310,16 @@ STAGE_CODE = {
     "fetch": ("mtlrec.data.datasets", ("mtlrec.data.sources", "mtlrec.data.table")),
     "encode": ("mtlrec.data.datasets", ("mtlrec.data.census", "mtlrec.data.table",
                                         "mtlrec.data.encode")),
+    "labels": ("mtlrec.data.datasets", ("mtlrec.data.census", "mtlrec.data.table",
+                                        "mtlrec.data.encode", "mtlrec.data.tasks")),
     "masks": ("mtlrec.train.pruning", ()),
     "train": ("mtlrec.train.run", ()),
+    "newtask": ("mtlrec.newtask.run", ()),
     "table2": ("mtlrec.report.tables", ()),
+    "table3": ("mtlrec.report.newtask", ()),
+    "table4": ("mtlrec.report.newtask", ()),
+    "newtask_ablation": ("mtlrec.report.newtask", ()),
+    "correlations": ("mtlrec.report.newtask", ()),
     "ablation": ("mtlrec.report.figures", ()),
     "em": ("mtlrec.report.figures", ()),
     "tsne": ("mtlrec.report.tsne", ()),
@@ -237,7 +333,7 @@ def stage_code(kind: str, models: tuple[str, ...] = ()) -> list[str]:
     files = set(code_deps(entry, models))
     for module in extra:
         files |= set(code_deps(module, models))
-    if kind == "table2":
+    if kind in ("table2", "table3", "table4", "correlations"):
         files.add("src/mtlrec/report/paper_values.yaml")
     return sorted(files)
 
@@ -251,8 +347,12 @@ def dataset_keys(params: dict[str, Any], dataset: str, stage: str) -> list[str]:
     source_keys = {"mirror", "files", "sha256"}
     if stage == "fetch":
         keys = [k for k in section if k in source_keys]
-    else:
-        keys = [k for k in section if k not in source_keys | {"split"}]
+    elif stage == "encode":
+        keys = [k for k in section if k not in source_keys | {"split", "tasks", "labels"}]
+    else:  # labels of one task: the row limits and the task's own declaration
+        task = stage.removeprefix("labels:")
+        keys = [k for k in ("max_train_rows", "max_test_rows") if k in section]
+        keys.append(f"tasks.{task}" if "tasks" in section else f"labels.{task}")
     return [f"datasets.{dataset}.{k}" for k in keys]
 
 
@@ -264,10 +364,21 @@ def run_keys(params: dict[str, Any], experiment: str, run: str | None) -> list[s
     keys = [*train, "runtime", f"experiments.{experiment}", f"datasets.{dataset}.split"]
     if run is None:
         return ["pruning", *keys]
-    model, _ = resolve_model(params, run)
+    model, _ = run_model(params, run)
     keys.append(f"models.{model}")
-    if run != model:
-        keys.append(f"variants.{run}")
+    base = run.removeprefix(FULL_PREFIX)
+    if base != model:
+        keys.append(f"variants.{base}")
+    return keys
+
+
+def newtask_keys(params: dict[str, Any], experiment: str, method: str) -> list[str]:
+    """A new-task job reads its method, its head's defaults and its backbone's keys."""
+    keys = run_keys(params, experiment, backbone_run(params, method))
+    keys.append(f"new_task.methods.{method}")
+    kind = params["new_task"]["methods"][method]["kind"]
+    if kind in params["new_task"]:
+        keys.append(f"new_task.{kind}")
     return keys
 
 
@@ -279,6 +390,8 @@ def report_keys(params: dict[str, Any], experiment: str, kind: str) -> list[str]
     if kind == "tsne":
         dataset = experiment_dataset(params, experiment)
         keys += [f"experiments.{experiment}", f"datasets.{dataset}.split"]
+    if kind == "correlations":
+        keys = [f"report.{experiment}.{kind}", f"experiments.{experiment}"]
     return keys
 
 
@@ -295,12 +408,36 @@ def param_values(params: dict[str, Any], keys: list[str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ Snakemake inputs
+def task_label_files(params: dict[str, Any], experiment: str, tasks: list[str]
+                     ) -> dict[str, str]:
+    dataset = experiment_dataset(params, experiment)
+    return {f"{task}_{part}": label_outputs(dataset, task)[part]
+            for task in tasks for part in ("train", "test")}
+
+
 def train_inputs(params: dict[str, Any], experiment: str, run: str, seed: str
                  ) -> dict[str, str]:
-    """Named inputs of one training job: the encoded files (+ the seed's masks)."""
+    """Named inputs of one training job: the encoded files, its tasks' labels (+ the seed's
+    masks)."""
     inputs = encoded_files(experiment_dataset(params, experiment))
+    inputs.update(task_label_files(params, experiment, run_tasks(params, experiment, run)))
     if needs_masks(params, run):
         inputs["masks"] = f"{masks_dir(experiment, seed)}/masks.pt"
+    return inputs
+
+
+def masks_inputs(params: dict[str, Any], experiment: str) -> dict[str, str]:
+    inputs = encoded_files(experiment_dataset(params, experiment))
+    inputs.update(task_label_files(params, experiment, params["experiments"][experiment]["tasks"]))
+    return inputs
+
+
+def newtask_inputs(params: dict[str, Any], experiment: str, method: str, seed: str
+                   ) -> dict[str, str]:
+    """Named inputs of one new-task job: data, labels of every task, the pre-trained model."""
+    inputs = encoded_files(experiment_dataset(params, experiment))
+    inputs.update(task_label_files(params, experiment, experiment_tasks(params, experiment)))
+    inputs["backbone"] = f"{run_dir(experiment, backbone_run(params, method), seed)}/model.pt"
     return inputs
 
 
@@ -313,6 +450,10 @@ def report_inputs(params: dict[str, Any], experiment: str, kind: str) -> list[st
         return [path for other in report_runs(report)
                 for path in report_outputs(experiment, other).values()]
     names = report_runs(report)[kind]
+    if kind == "correlations":
+        dataset = experiment_dataset(params, experiment)
+        return [label_outputs(dataset, task)["train"]
+                for task in experiment_tasks(params, experiment)]
     if kind == "tsne":
         return [f"{run_dir(experiment, n, seeds[0])}/model.pt" for n in names] + [
             encoded_files(experiment_dataset(params, experiment))["schema"]]
@@ -338,9 +479,13 @@ def _datasets_in_use(params: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(experiment_dataset(params, e) for e in params["build"]))
 
 
-def stages(params: dict[str, Any]) -> Iterator[Stage]:
-    """Every stage that the experiments in `build` need, in dependency order."""
-    seed = "${item.seed}"
+def _tasks_in_use(params: dict[str, Any], dataset: str) -> list[str]:
+    return list(dict.fromkeys(task for e in params["build"]
+                              if experiment_dataset(params, e) == dataset
+                              for task in experiment_tasks(params, e)))
+
+
+def _data_stages(params: dict[str, Any]) -> Iterator[Stage]:
     for dataset in _datasets_in_use(params):
         section = params["datasets"][dataset]
         sources = ["resources/census-income-kdd"] if section["reader"] == "census" else [
@@ -350,41 +495,81 @@ def stages(params: dict[str, Any]) -> Iterator[Stage]:
         yield Stage(f"encode-{dataset}", encode_cmd(dataset),
                     [raw_dir(dataset), *stage_code("encode")],
                     dataset_keys(params, dataset, "encode"), outs=[encoded_dir(dataset)])
+        for task in _tasks_in_use(params, dataset):
+            yield Stage(f"labels-{dataset}-{task}", labels_cmd(dataset, task),
+                        [raw_dir(dataset), *stage_code("labels")],
+                        dataset_keys(params, dataset, f"labels:{task}"),
+                        outs=[f"{labels_dir(dataset)}/{task}"])
+
+
+def _label_deps(params: dict[str, Any], experiment: str, tasks: list[str]) -> list[str]:
+    dataset = experiment_dataset(params, experiment)
+    return [f"{labels_dir(dataset)}/{task}" for task in tasks]
+
+
+def _run_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
+    seed = "${item.seed}"
+    data = encoded_dir(experiment_dataset(params, experiment))
+    runs = training_runs(params, experiment)
+    tasks = params["experiments"][experiment]["tasks"]
+    if any(needs_masks(params, run) for run in runs):
+        out = masks_dir(experiment, seed)
+        yield Stage(f"masks-{experiment}", masks_cmd(params, experiment, seed),
+                    [data, *_label_deps(params, experiment, tasks), *stage_code("masks")],
+                    run_keys(params, experiment, None), outs=[f"{out}/masks.pt"],
+                    metrics=[f"{out}/masks.json"], per_seed=True)
+    for run in runs:
+        model, _ = run_model(params, run)
+        deps = [data, *_label_deps(params, experiment, run_tasks(params, experiment, run))]
+        if needs_masks(params, run):
+            deps.append(f"{masks_dir(experiment, seed)}/masks.pt")
+        out = run_dir(experiment, run, seed)
+        yield Stage(f"train-{experiment}-{run}", train_cmd(params, experiment, run, seed),
+                    deps + stage_code("train", (model,)), run_keys(params, experiment, run),
+                    outs=[f"{out}/model.pt"], metrics=[f"{out}/metrics.json"], per_seed=True)
+    for run in new_task_runs(params, experiment):
+        method = new_task_method(run)
+        backbone = backbone_run(params, method)
+        model, _ = run_model(params, backbone)
+        deps = [data, *_label_deps(params, experiment, experiment_tasks(params, experiment)),
+                f"{run_dir(experiment, backbone, seed)}/model.pt"]
+        out = run_dir(experiment, run, seed)
+        yield Stage(f"newtask-{experiment}-{method}", newtask_cmd(params, experiment, method, seed),
+                    deps + stage_code("newtask", (model,)),
+                    newtask_keys(params, experiment, method),
+                    outs=[f"{out}/model.pt"], metrics=[f"{out}/metrics.json"], per_seed=True)
+
+
+def _report_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
+    data = encoded_dir(experiment_dataset(params, experiment))
+    report = params["report"][experiment]
+    for kind, names in report_runs(report).items():
+        deps = [f"runs/{experiment}/{name}" for name in names]
+        if kind == "tsne":
+            deps.append(data)
+        if kind == "correlations":
+            deps = _label_deps(params, experiment, experiment_tasks(params, experiment))
+        models = tuple(dict.fromkeys(run_model(params, n)[0] for n in names
+                                     if not is_new_task_run(n)))
+        yield Stage(f"{kind}-{experiment}", report_cmd(params, experiment, kind),
+                    deps + stage_code(kind, models if kind == "tsne" else ()),
+                    report_keys(params, experiment, kind),
+                    files=list(report_outputs(experiment, kind).values()))
+    if report.get("notebook"):
+        deps = [path for kind in report_runs(report)
+                for path in report_outputs(experiment, kind).values()
+                if path.endswith((".md", ".png"))]
+        yield Stage(f"report-{experiment}", report_cmd(params, experiment, "notebook"),
+                    [*stage_code("notebook"), *deps], [],
+                    files=list(report_outputs(experiment, "notebook").values()))
+
+
+def stages(params: dict[str, Any]) -> Iterator[Stage]:
+    """Every stage that the experiments in `build` need, in dependency order."""
+    yield from _data_stages(params)
     for experiment in params["build"]:
-        data = encoded_dir(experiment_dataset(params, experiment))
-        runs = experiment_runs(params, experiment)
-        if any(needs_masks(params, run) for run in runs):
-            out = masks_dir(experiment, seed)
-            yield Stage(f"masks-{experiment}", masks_cmd(params, experiment, seed),
-                        [data, *stage_code("masks")], run_keys(params, experiment, None),
-                        outs=[f"{out}/masks.pt"], metrics=[f"{out}/masks.json"],
-                        per_seed=True)
-        for run in runs:
-            model, _ = resolve_model(params, run)
-            deps = [data]
-            if needs_masks(params, run):
-                deps.append(f"{masks_dir(experiment, seed)}/masks.pt")
-            out = run_dir(experiment, run, seed)
-            yield Stage(f"train-{experiment}-{run}", train_cmd(params, experiment, run, seed),
-                        deps + stage_code("train", (model,)), run_keys(params, experiment, run),
-                        outs=[f"{out}/model.pt"], metrics=[f"{out}/metrics.json"], per_seed=True)
-        report = params["report"][experiment]
-        for kind, names in report_runs(report).items():
-            deps = [f"runs/{experiment}/{name}" for name in names]
-            if kind == "tsne":
-                deps.append(data)
-            models = tuple(dict.fromkeys(resolve_model(params, n)[0] for n in names))
-            yield Stage(f"{kind}-{experiment}", report_cmd(params, experiment, kind),
-                        deps + stage_code(kind, models if kind == "tsne" else ()),
-                        report_keys(params, experiment, kind),
-                        files=list(report_outputs(experiment, kind).values()))
-        if report.get("notebook"):
-            deps = [path for kind in report_runs(report)
-                    for path in report_outputs(experiment, kind).values()
-                    if path.endswith((".md", ".png"))]
-            yield Stage(f"report-{experiment}", report_cmd(params, experiment, "notebook"),
-                        [*stage_code("notebook"), *deps], [],
-                        files=list(report_outputs(experiment, "notebook").values()))
+        yield from _run_stages(params, experiment)
+        yield from _report_stages(params, experiment)
 
 
 def render_dvc_yaml(params: dict[str, Any]) -> str:

@@ -47,5 +47,7 @@ onstart:
 wildcard_constraints:
     dataset=r"[A-Za-z][A-Za-z0-9_]*",
     experiment=r"[A-Za-z][A-Za-z0-9_]*",
-    run=r"(?!masks$)[A-Za-z][A-Za-z0-9_]*",
+    run=r"(?!masks$)(?!newtask-)[A-Za-z][A-Za-z0-9_-]*",
+    method=r"[A-Za-z][A-Za-z0-9_]*",
+    task=r"[A-Za-z][A-Za-z0-9_]*",
     seed=r"\d+",

@@ -1,5 +1,6 @@
 # Raw files of a dataset, verified by sha256 (bundled copy, local mirror, the original URL, or a
-# user's table), then encoded: parquet per split + schema.json (vocab sizes, fields, tasks).
+# user's table), then encoded: parquet per split + schema.json (vocab sizes, fields); each task's
+# labels apart (its declared rule), so declaring a new task adds jobs and changes no file.
 rule fetch:
     output:
         directory(dag.raw_dir("{dataset}")),
@@ -26,5 +27,23 @@ rule encode:
         "../envs/mtlrec.yaml"
     log:
         "logs/encode/{dataset}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule labels:
+    input:
+        raw=dag.raw_dir("{dataset}"),
+    output:
+        **dag.label_outputs("{dataset}", "{task}"),
+    params:
+        tracked=lambda w: dag.param_values(
+            config, dag.dataset_keys(config, w.dataset, f"labels:{w.task}")
+        ),
+        cmd=lambda w: command(dag.labels_cmd(w.dataset, w.task)),
+    conda:
+        "../envs/mtlrec.yaml"
+    log:
+        "logs/labels/{dataset}/{task}.log",
     shell:
         "{params.cmd} > {log} 2>&1"

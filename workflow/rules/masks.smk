@@ -3,7 +3,7 @@
 # first: each gates two training runs, and started last they would leave a core idle at the end.
 rule masks:
     input:
-        unpack(lambda w: dag.encoded_files(dag.experiment_dataset(config, w.experiment))),
+        unpack(lambda w: dag.masks_inputs(config, w.experiment)),
     output:
         masks=f"{dag.masks_dir('{experiment}', '{seed}')}/masks.pt",
         report=f"{dag.masks_dir('{experiment}', '{seed}')}/masks.json",

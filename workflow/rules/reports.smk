@@ -1,5 +1,6 @@
 # Per experiment: Table 2 (LaTeX, Markdown, CSV), the ablation table and plot, the EM label
-# history, the t-SNE figure, and the report notebook executed with papermill.
+# history, the t-SNE figure, and the report notebook executed with papermill; for a new-task
+# experiment Tables 3 and 4, the stage-2 ablation (Fig. 5) and the label correlations.
 rule table2:
     input:
         lambda w: dag.report_inputs(config, w.experiment, "table2"),
@@ -78,5 +79,69 @@ rule notebook:
         "../envs/mtlrec.yaml"
     log:
         "logs/notebook/{experiment}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule table3:
+    input:
+        lambda w: dag.report_inputs(config, w.experiment, "table3"),
+    output:
+        **dag.report_outputs("{experiment}", "table3"),
+    params:
+        tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "table3")),
+        cmd=lambda w: command(dag.report_cmd(config, w.experiment, "table3")),
+    conda:
+        "../envs/mtlrec.yaml"
+    log:
+        "logs/table3/{experiment}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule table4:
+    input:
+        lambda w: dag.report_inputs(config, w.experiment, "table4"),
+    output:
+        **dag.report_outputs("{experiment}", "table4"),
+    params:
+        tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "table4")),
+        cmd=lambda w: command(dag.report_cmd(config, w.experiment, "table4")),
+    conda:
+        "../envs/mtlrec.yaml"
+    log:
+        "logs/table4/{experiment}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule newtask_ablation:
+    input:
+        lambda w: dag.report_inputs(config, w.experiment, "newtask_ablation"),
+    output:
+        **dag.report_outputs("{experiment}", "newtask_ablation"),
+    params:
+        tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "newtask_ablation")),
+        cmd=lambda w: command(dag.report_cmd(config, w.experiment, "newtask_ablation")),
+    conda:
+        "../envs/mtlrec.yaml"
+    log:
+        "logs/newtask_ablation/{experiment}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule correlations:
+    input:
+        lambda w: dag.report_inputs(config, w.experiment, "correlations"),
+    output:
+        **dag.report_outputs("{experiment}", "correlations"),
+    params:
+        tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "correlations")),
+        cmd=lambda w: command(dag.report_cmd(config, w.experiment, "correlations")),
+    conda:
+        "../envs/mtlrec.yaml"
+    log:
+        "logs/correlations/{experiment}.log",
     shell:
         "{params.cmd} > {log} 2>&1"

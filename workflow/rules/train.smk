@@ -18,3 +18,27 @@ rule train:
         "logs/train/{experiment}/{run}/seed={seed}.log",
     shell:
         "{params.cmd} > {log} 2>&1"
+
+
+# Stage 2: the experiment's new task learnt on the frozen pre-trained run of the same seed
+# (prompt tuning, the fine-tuned baselines, MAML's fine-tuning): runs/<e>/newtask-<method>/...
+rule newtask:
+    input:
+        unpack(lambda w: dag.newtask_inputs(config, w.experiment, w.method, w.seed)),
+    output:
+        model=f"{dag.run_dir('{experiment}', 'newtask-{method}', '{seed}')}/model.pt",
+        metrics=f"{dag.run_dir('{experiment}', 'newtask-{method}', '{seed}')}/metrics.json",
+    params:
+        tracked=lambda w: dag.param_values(
+            config, dag.newtask_keys(config, w.experiment, w.method)
+        ),
+        cmd=lambda w: command(dag.newtask_cmd(config, w.experiment, w.method, w.seed)),
+    threads: config["runtime"]["num_threads"]
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/mtlrec.yaml"
+    log:
+        "logs/newtask/{experiment}/{method}/seed={seed}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"

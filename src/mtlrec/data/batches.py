@@ -40,13 +40,25 @@ class TensorSplit:
                                                     self.row_id)))
 
 
-def read_split(table_path: Path, schema: dict[str, Any], tasks: list[str]) -> TensorSplit:
+def read_split(table_path: Path, schema: dict[str, Any], label_paths: list[Path]
+               ) -> TensorSplit:
+    """The input fields of `schema` from an encoded file, and one label column per task from
+    its labels file (same rows, same order)."""
     table = pq.read_table(table_path)
     names = set(table.column_names)
-    wanted = schema["dense"] + [f["name"] for f in schema["sparse"]] + [f"label_{t}" for t in tasks]
+    wanted = schema["dense"] + [f["name"] for f in schema["sparse"]]
     missing = [c for c in wanted + ["row_id"] if c not in names]
     if missing:
         raise MtlrecError(f"data: {table_path.name} lacks column(s) {missing[:5]}")
+    labels = []
+    for path in label_paths:
+        if not path.is_file():
+            raise MtlrecError(f"data: {path} not found; run the labels stage of that task first")
+        column = pq.read_table(path).column("label").to_numpy()
+        if len(column) != table.num_rows:
+            raise MtlrecError(f"data: {path} has {len(column)} rows, {table_path} "
+                              f"{table.num_rows}: made from other raw rows; rerun its stages")
+        labels.append(column.astype(np.float32))
 
     def stack(columns: list[str], dtype: np.dtype) -> np.ndarray:
         if not columns:
@@ -56,7 +68,8 @@ def read_split(table_path: Path, schema: dict[str, Any], tasks: list[str]) -> Te
     return TensorSplit(
         dense=torch.from_numpy(stack(schema["dense"], np.float32)),
         sparse=torch.from_numpy(stack([f["name"] for f in schema["sparse"]], np.int64)),
-        labels=torch.from_numpy(stack([f"label_{t}" for t in tasks], np.float32)),
+        labels=torch.from_numpy(np.stack(labels, axis=1) if labels
+                                else np.zeros((table.num_rows, 0), np.float32)),
         row_id=torch.from_numpy(table.column("row_id").to_numpy().astype(np.int64)),
     )
 

@@ -1,9 +1,9 @@
 """Census-Income (KDD): raw UCI files -> typed columns and labels.
 
 Follows the official MPT-Rec preprocessing (design/mptrec-spec.md section 9): 42 raw columns, 29
-sparse fields, 11 dense fields (the instance weight is kept as a feature, as in the official code),
-labels income > 50k (T1), marital == "Never married" (T2) and education == Bachelors (the later new
-task T3).
+sparse fields, 11 dense fields (the instance weight is kept as a feature, as in the official code).
+The tasks are declarations in params (`datasets.census.tasks`, mtlrec.data.tasks): income > 50k
+(T1), marital == "Never married" (T2), and the new tasks education == Bachelors and sex == Male.
 """
 
 from __future__ import annotations
@@ -41,12 +41,6 @@ DENSE = [
     "instance_weight", "num_emp", "own_or_self", "vet_benefits", "weeks_worked", "year",
 ]  # fmt: skip
 
-LABELS = {
-    # task name -> (raw column, positive raw value)
-    "income": ("income_50k", "50000+."),
-    "marital": ("marital_stat", "Never married"),
-    "education": ("education", "Bachelors degree(BA AB BS)"),
-}
 RAW_FILES = {"train": "census-income.data.gz", "test": "census-income.test.gz"}
 INCOME_VALUES = {"- 50000.", "50000+."}
 
@@ -92,11 +86,3 @@ def read_raw(path: Path, max_rows: int | None = None) -> pd.DataFrame:
                               f"non-numeric value {frame[column].iloc[row]!r}")
         frame[column] = values
     return frame
-
-
-def labels(frame: pd.DataFrame) -> pd.DataFrame:
-    """One 0/1 int8 column per task."""
-    out = {}
-    for task, (column, positive) in LABELS.items():
-        out[task] = (frame[column] == positive).astype("int8")
-    return pd.DataFrame(out, index=frame.index)

@@ -5,9 +5,11 @@ its encoding options (`fit_encoders_on`, row limits) and its split protocol (`sp
 mtlrec.data.splits). A reader does two things:
 - `fetch(name, section, out_dir)`: place the raw files in data/raw/<name>, verified by sha256;
 - `read(name, section, raw_dir) -> RawTables`: the train and held-out files as columns, their
-  sparse and dense field names, and one 0/1 label column per task.
-Everything below the reader (encoding, batching, splitting, models, reports) reads the encoded
-files and schema.json and never names a dataset.
+  sparse and dense field names, and a function that gives one task's 0/1 labels per file.
+The encode stage writes the features (data/encoded/<name>), a labels stage per task writes that
+task's labels (data/labels/<name>/<task>), so declaring a new task adds a stage and changes no
+existing file. Everything below the reader (encoding, batching, splitting, models, reports)
+reads those files and never names a dataset.
 
 Readers: `census` (the UCI Census-Income KDD files, mtlrec.data.census) and `table` (a user's own
 CSV or parquet file(s), mtlrec.data.table). A new dataset with its own raw format is one module
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mtlrec.errors import MtlrecError
@@ -29,7 +32,8 @@ from mtlrec.errors import MtlrecError
 @dataclass
 class RawTables:
     frames: dict[str, pd.DataFrame]  # split (train, test) -> the raw columns
-    labels: dict[str, pd.DataFrame]  # split -> one 0/1 int8 column per task
+    label_of: Callable[[str], dict[str, np.ndarray]]  # task -> split -> 0/1 int8 labels
+    tasks: list[str]  # the tasks the dataset declares
     sparse: list[str]  # categorical fields (label-encoded, embedded)
     dense: list[str]  # numeric fields (min-max scaled)
 
@@ -49,6 +53,7 @@ def _census_fetch(name: str, section: dict[str, Any], out_dir: Path) -> list[Pat
 def _census_read(name: str, section: dict[str, Any], raw_dir: Path) -> RawTables:
     from mtlrec.data import census
     from mtlrec.data.sources import verify_placed
+    from mtlrec.data.tasks import task_label
 
     verify_placed("census", raw_dir)
     limits = {"train": section["max_train_rows"], "test": section["max_test_rows"]}
@@ -58,8 +63,13 @@ def _census_read(name: str, section: dict[str, Any], raw_dir: Path) -> RawTables
         if not path.is_file():
             raise MtlrecError(f"census: raw file {path} not found; run the fetch stage first")
         frames[split] = census.read_raw(path, limits[split])
-    labels = {split: census.labels(frame) for split, frame in frames.items()}
-    return RawTables(frames, labels, list(census.SPARSE), list(census.DENSE))
+    tasks = section["tasks"]
+
+    def label_of(task: str) -> dict[str, np.ndarray]:
+        return {split: task_label(frame, task, tasks[task], f"census: {census.RAW_FILES[split]}")
+                for split, frame in frames.items()}
+
+    return RawTables(frames, label_of, list(tasks), list(census.SPARSE), list(census.DENSE))
 
 
 def _table_fetch(name: str, section: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -104,8 +114,45 @@ def encode_dataset(params: dict[str, Any], name: str, raw_dir: Path, out_dir: Pa
     for split, frame in raw.frames.items():
         if len(frame) == 0:
             raise MtlrecError(f"data: dataset '{name}': the {split} split is empty")
-    tables, schema = encode_frames(raw.frames, raw.labels, raw.sparse, raw.dense,
-                                   section["fit_encoders_on"])
+    tables, schema = encode_frames(raw.frames, raw.sparse, raw.dense, section["fit_encoders_on"])
     schema["dataset"] = name
     write_encoded(out_dir, tables, schema)
     return schema
+
+
+def write_task_labels(params: dict[str, Any], name: str, task: str, raw_dir: Path,
+                      out_dir: Path) -> dict[str, Any]:
+    """One task's labels of dataset `name` -> out_dir/{train,test}.parquet (column `label`, in the
+    encoded files' row order) + label.json (rule, rows, positive rate). A task the dataset does
+    not declare, a label column that does not exist or a rule with one class on the training
+    file is one line; nothing is written then."""
+    from mtlrec.data.encode import write_labels
+    from mtlrec.data.tasks import check_two_classes
+
+    section = dataset_section(params, name)
+    raw = READERS[section["reader"]].read(name, section, raw_dir)
+    if task not in raw.tasks:
+        raise MtlrecError(f"data: dataset '{name}' declares no task '{task}' "
+                          f"(declared: {raw.tasks})")
+    labels = raw.label_of(task)
+    decl = task_declaration(section, task)
+    check_two_classes(task, decl, labels["train"], f"data: dataset '{name}'")
+    info = {
+        "dataset": name, "task": task, "declaration": decl,
+        "rows": {split: len(values) for split, values in labels.items()},
+        "positive_rate": {split: round(float(values.mean()), 6)
+                          for split, values in labels.items()},
+    }
+    write_labels(out_dir, labels, info)
+    return info
+
+
+def task_declaration(section: dict[str, Any], task: str) -> dict[str, Any]:
+    """A task's declaration: `tasks.<task>` (census reader), or its 0/1 column (table reader)."""
+    if "tasks" in section:
+        return dict(section["tasks"][task])
+    return {"column": section["labels"][task], "equals": 1}
+
+
+def declared_tasks(section: dict[str, Any]) -> list[str]:
+    return list(section["tasks"] if "tasks" in section else section.get("labels", {}))

@@ -57,12 +57,12 @@ class Encoders:
 
 def encode_frames(
     frames: dict[str, pd.DataFrame],
-    label_frames: dict[str, pd.DataFrame],
     sparse: list[str],
     dense: list[str],
     fit_on: str,
 ) -> tuple[dict[str, pa.Table], dict[str, Any]]:
-    """Encode each split; return arrow tables and the schema (vocab size = max over splits)."""
+    """Encode each split's input fields; return arrow tables and the schema (vocab size = max
+    over splits). Labels are the labels stage's (`write_labels`), one folder per task."""
     if fit_on not in FIT_MODES:
         raise MtlrecError(f"encode: fit_encoders_on must be one of {FIT_MODES}, got '{fit_on}'")
     fitted = {
@@ -73,20 +73,13 @@ def encode_frames(
     for split, frame in frames.items():
         columns = fitted[split].transform(frame)
         columns["row_id"] = np.arange(len(frame), dtype=np.int64)
-        for task in label_frames[split]:
-            columns[f"label_{task}"] = label_frames[split][task].to_numpy(np.int8)
         tables[split] = pa.table(columns)
     vocab_sizes = {f: max(enc.vocab_size(f) for enc in fitted.values()) for f in sparse}
     schema = {
         "dense": list(dense),
         "sparse": [{"name": f, "vocab_size": vocab_sizes[f]} for f in sparse],
-        "tasks": list(next(iter(label_frames.values())).columns),
         "rows": {split: len(frame) for split, frame in frames.items()},
         "fit_encoders_on": fit_on,
-        "positive_rate": {
-            split: {t: round(float(lf[t].mean()), 6) for t in lf}
-            for split, lf in label_frames.items()
-        },
     }
     return tables, schema
 
@@ -96,6 +89,14 @@ def write_encoded(out_dir: Path, tables: dict[str, pa.Table], schema: dict[str, 
     for split, table in tables.items():
         atomic_write(out_dir / f"{split}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
     write_json_atomic(out_dir / "schema.json", schema)
+
+
+def write_labels(out_dir: Path, labels: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+    """One task's labels: `<split>.parquet` (int8 column `label`) and `label.json`, atomically."""
+    for split, values in labels.items():
+        table = pa.table({"label": values.astype(np.int8)})
+        atomic_write(out_dir / f"{split}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
+    write_json_atomic(out_dir / "label.json", info)
 
 
 def read_schema(encoded_dir: Path) -> dict[str, Any]:

@@ -31,14 +31,38 @@ class Splits:
     tasks: list[str]
 
 
-def load_splits(encoded_dir: Path, tasks: list[str], seed: int, split: dict[str, Any]) -> Splits:
-    """The `holdout_halves` splits of `seed` for `tasks` (params `datasets.<name>.split`)."""
-    schema = read_schema(encoded_dir)
-    unknown = [t for t in tasks if t not in schema["tasks"]]
-    if unknown:
-        raise MtlrecError(f"train: unknown task(s) {unknown}; the data has {schema['tasks']}")
-    train = read_split(encoded_dir / "train.parquet", schema, tasks)
-    held_out = read_split(encoded_dir / "test.parquet", schema, tasks)
+def input_schema(schema: dict[str, Any], drop_fields: list[str]) -> dict[str, Any]:
+    """The encoded schema without the fields in `drop_fields` (a task's label column is no input
+    of a run that has the task; names that are no input field are ignored)."""
+    drop = set(drop_fields)
+    reduced = dict(schema)
+    reduced["dense"] = [f for f in schema["dense"] if f not in drop]
+    reduced["sparse"] = [f for f in schema["sparse"] if f["name"] not in drop]
+    reduced["dropped_inputs"] = [f for f in [*schema["dense"], *(s["name"] for s in
+                                                                 schema["sparse"])] if f in drop]
+    return reduced
+
+
+def default_labels_dir(encoded_dir: Path) -> Path:
+    """data/encoded/<dataset> -> data/labels/<dataset> (the pipeline's layout)."""
+    return encoded_dir.parent.parent / "labels" / encoded_dir.name
+
+
+def label_files(labels_dir: Path, tasks: list[str]) -> list[Path]:
+    return [labels_dir / task / f"{part}.parquet" for task in tasks for part in ("train", "test")]
+
+
+def load_splits(encoded_dir: Path, tasks: list[str], seed: int, split: dict[str, Any],
+                drop_fields: list[str] = (), labels_dir: Path | None = None) -> Splits:
+    """The `holdout_halves` splits of `seed` for `tasks` (params `datasets.<name>.split`), labels
+    from labels_dir/<task>/ (default: the pipeline's data/labels/<dataset>), with the fields
+    `drop_fields` removed from the inputs."""
+    labels_dir = labels_dir or default_labels_dir(encoded_dir)
+    schema = input_schema(read_schema(encoded_dir), list(drop_fields))
+    files = {part: encoded_dir / f"{part}.parquet" for part in ("train", "test")}
+    train, held_out = (read_split(files[part], schema,
+                                  [labels_dir / task / f"{part}.parquet" for task in tasks])
+                       for part in ("train", "test"))
     if len(train) == 0 or len(held_out) < 2:
         raise MtlrecError(f"data: {encoded_dir} has an empty split (train {len(train)} rows, "
                           f"held-out {len(held_out)})")

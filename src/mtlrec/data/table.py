@@ -107,16 +107,16 @@ def _typed(frame: pd.DataFrame, name: str, split: str, section: dict[str, Any]) 
     return out
 
 
-def _labels(frame: pd.DataFrame, name: str, split: str, section: dict[str, Any]) -> pd.DataFrame:
-    out = {}
-    for task, column in section["labels"].items():
-        values = pd.to_numeric(frame[column], errors="coerce")
-        if values.isna().any() or not values.isin([0, 1]).all():
-            odd = sorted(set(frame[column][values.isna() | ~values.isin([0, 1])].astype(str)))
-            raise MtlrecError(f"table: dataset '{name}' {split}: label column '{column}' (task "
-                              f"{task}) is not binary 0/1: found {odd[:3]}")
-        out[task] = values.astype("int8").to_numpy()
-    return pd.DataFrame(out, index=frame.index)
+def _labels(frame: pd.DataFrame, name: str, split: str, section: dict[str, Any], task: str
+            ) -> np.ndarray:
+    """The 0/1 column of `task` (declared in `labels`), checked to be binary."""
+    column = section["labels"][task]
+    values = pd.to_numeric(frame[column], errors="coerce")
+    if values.isna().any() or not values.isin([0, 1]).all():
+        odd = sorted(set(frame[column][values.isna() | ~values.isin([0, 1])].astype(str)))
+        raise MtlrecError(f"table: dataset '{name}' {split}: label column '{column}' (task "
+                          f"{task}) is not binary 0/1: found {odd[:3]}")
+    return values.astype("int8").to_numpy()
 
 
 def read_table(name: str, section: dict[str, Any], raw_dir: Path) -> RawTables:
@@ -139,10 +139,15 @@ def read_table(name: str, section: dict[str, Any], raw_dir: Path) -> RawTables:
         test = train[held_out].reset_index(drop=True)
         train = train[~held_out].reset_index(drop=True)
     limits = {"train": section["max_train_rows"], "test": section["max_test_rows"]}
-    frames, labels = {}, {}
+    raw, frames = {}, {}
     for split, frame in (("train", train), ("test", test)):
         if limits[split] is not None:
             frame = frame.head(limits[split])
+        raw[split] = frame
         frames[split] = _typed(frame, name, split, section)
-        labels[split] = _labels(frame, name, split, section)
-    return RawTables(frames, labels, list(section["sparse"]), list(section["dense"]))
+
+    def label_of(task: str) -> dict[str, np.ndarray]:
+        return {split: _labels(frame, name, split, section, task) for split, frame in raw.items()}
+
+    return RawTables(frames, label_of, list(section["labels"]), list(section["sparse"]),
+                     list(section["dense"]))

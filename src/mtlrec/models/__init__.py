@@ -11,6 +11,7 @@ from typing import Any
 from mtlrec.errors import MtlrecError
 from mtlrec.models.csrec import CSRec
 from mtlrec.models.layers import FeatureSpec, MultiTaskModel
+from mtlrec.models.maml import MAML
 from mtlrec.models.mmoe import MMOE
 from mtlrec.models.mptrec import MPTRec
 from mtlrec.models.ple import PLE
@@ -28,6 +29,7 @@ MODELS: dict[str, type[MultiTaskModel]] = {
     "stem": STEM,
     "sparse_sharing": SparseSharing,
     "csrec": CSRec,
+    "maml": MAML,
 }
 
 

@@ -19,6 +19,7 @@ with the same `step`, reading `LossTerms.per_task`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -82,9 +83,56 @@ def step_within(model: Any, optimizer: torch.optim.Optimizer,
             weight.copy_(torch.where(allowed.bool(), weight, old))
 
 
+class MetaLearningSteps:
+    """MAML's meta-step (Finn et al. 2017, Algorithm 1; choices in mtlrec.models.maml): the batch's
+    first half is the support set, the second half the query set; per task, `inner_steps` SGD
+    steps on the support loss give fast weights, the query losses at the fast weights plus the L2
+    terms at the initialisation are the meta-loss, one optimiser step on it. `order` 1 treats the
+    inner gradients as constants (first-order MAML), 2 differentiates through them (plain ops)."""
+
+    name: ClassVar[str] = "maml"
+
+    def step(self, model: Any, batch: Batch, info: StepInfo, objective: Any,
+             optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        from mtlrec.kernels import portable_ops
+
+        half = batch.labels.shape[0] // 2
+        if half == 0:  # a last batch of one row: no query set, no step
+            return batch.labels.new_zeros(())
+        support = (batch.dense[:half], batch.sparse[:half], batch.labels[:half])
+        query = (batch.dense[half:], batch.sparse[half:], batch.labels[half:])
+        names = [name for name, _ in model.named_parameters()]
+        theta = [p for _, p in model.named_parameters()]
+        optimizer.zero_grad(set_to_none=True)
+        with portable_ops() if model.order == 2 else nullcontext():
+            meta_loss = model.l2_penalty()
+            for task in range(model.num_tasks):
+                fast = theta
+                for _ in range(model.inner_steps):
+                    logit = _functional_logit(model, names, fast, support[0], support[1])
+                    loss = objective.task_loss(logit, support[2][:, task])
+                    grads = torch.autograd.grad(loss, fast, create_graph=model.order == 2,
+                                                allow_unused=True)
+                    fast = [w if g is None else w - model.inner_lr * g
+                            for w, g in zip(fast, grads, strict=True)]
+                logit = _functional_logit(model, names, fast, query[0], query[1])
+                meta_loss = meta_loss + objective.task_loss(logit, query[2][:, task])
+            meta_loss.backward()
+        optimizer.step()
+        return meta_loss.detach()
+
+
+def _functional_logit(model: Any, names: list[str], weights: list[torch.Tensor],
+                      dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+    """The model's one logit [B] with its parameters replaced by `weights`."""
+    return torch.func.functional_call(model, dict(zip(names, weights, strict=True)),
+                                      (dense, sparse))[:, 0]
+
+
 COMBINERS: dict[str, type[GradientCombiner]] = {
     SumOfLosses.name: SumOfLosses,
     MaskedTaskSteps.name: MaskedTaskSteps,
+    MetaLearningSteps.name: MetaLearningSteps,
 }
 
 

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mtlrec.config import experiment_section, section
+from mtlrec.config import dropped_inputs, experiment_section, section
+from mtlrec.data.splits import default_labels_dir, label_files
 from mtlrec.errors import MtlrecError
 from mtlrec.evaluate.metrics import get_metric
 from mtlrec.models.layers import FeatureSpec
@@ -112,7 +113,7 @@ def _task_masks(model: SparseSharing, task: int, warm_state: dict[str, torch.Ten
 
 
 def find_masks(params: dict[str, Any], experiment: str, seed: int, data_dir: Path,
-               out_dir: Path) -> dict[str, Any]:
+               out_dir: Path, labels_dir: Path | None = None) -> dict[str, Any]:
     """Run IMP for every task of `experiment` with `seed`; write out_dir/{masks.pt, masks.json}.
 
     Reads params sections `pruning`, `train` (batch sizes, lr), `runtime`, `display`,
@@ -126,14 +127,17 @@ def find_masks(params: dict[str, Any], experiment: str, seed: int, data_dir: Pat
     objective, metric = get_objective(exp["objective"]), get_metric(exp["metric"])
     check_writable(out_dir)
     started = time.perf_counter()
-    splits, device = start_run(runtime, seed, data_dir, exp["tasks"], split)
+    labels_dir = labels_dir or default_labels_dir(data_dir)
+    splits, device = start_run(runtime, seed, data_dir, exp["tasks"], split,
+                               dropped_inputs(params, experiment), labels_dir)
     features = FeatureSpec.from_schema(splits.schema)
     num_tasks = len(splits.tasks)
     warmup = SharedBottom(features, num_tasks, **pruning["network"]).to(device)
     cfg = TrainConfig.from_params(train_params, params.get("display"))
     resume_path = out_dir / RESUME_FILE
     key = fingerprint(params, run_keys(params, experiment, None),
-                      [*sorted(data_dir.glob("*.parquet")), data_dir / "schema.json"], "masks",
+                      [*sorted(data_dir.glob("*.parquet")), data_dir / "schema.json",
+                       *label_files(labels_dir, exp["tasks"])], "masks",
                       seed=seed, experiment=experiment)
     saved = load_checked(resume_path, key, f"masks seed={seed}")
     if saved is None:  # warm up (no RNG draws: a resumed run skips it with the same state)

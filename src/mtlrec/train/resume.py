@@ -35,7 +35,7 @@ def fingerprint(params: dict[str, Any], keys: list[str], files: list[Path], stag
     payload = {
         **fields,
         "params": param_values(params, keys),
-        "files": {f.name: sha256_file(f) for f in files},
+        "files": {f"{f.parent.name}/{f.name}": sha256_file(f) for f in files},
         "code": {str(f.relative_to(REPO_ROOT)): sha256_file(f) for f in code if f.is_file()},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

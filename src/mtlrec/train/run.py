@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtlrec.config import experiment_section, resolve_model, section
+from mtlrec.config import dropped_inputs, experiment_section, run_model, run_tasks, section
+from mtlrec.data.splits import default_labels_dir, label_files
 from mtlrec.errors import MtlrecError
 from mtlrec.evaluate.metrics import get_metric
 from mtlrec.models import build_model
@@ -23,7 +24,8 @@ RESUME_FILE = "resume.pt"
 
 
 def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: int,
-                 data_dir: Path, out_dir: Path, masks: Path | None = None) -> dict[str, Any]:
+                 data_dir: Path, out_dir: Path, masks: Path | None = None,
+                 labels_dir: Path | None = None) -> dict[str, Any]:
     """Train the model or variant `run_name` of `experiment` with `seed`; write
     out_dir/{model.pt, metrics.json, timing.json}.
 
@@ -38,10 +40,13 @@ def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: i
     exp = experiment_section(params, experiment)
     split = section(params, f"datasets.{exp['dataset']}.split")
     objective, metric = get_objective(exp["objective"]), get_metric(exp["metric"])
-    model_name, hparams = resolve_model(params, run_name)
+    model_name, hparams = run_model(params, run_name)
+    tasks = run_tasks(params, experiment, run_name)
+    labels_dir = labels_dir or default_labels_dir(data_dir)
     check_writable(out_dir)  # a read-only or full output folder fails now, not after an epoch
     started = time.perf_counter()
-    splits, device = start_run(runtime, seed, data_dir, exp["tasks"], split)
+    splits, device = start_run(runtime, seed, data_dir, tasks, split,
+                               dropped_inputs(params, experiment), labels_dir)
     model = build_model(model_name, FeatureSpec.from_schema(splits.schema), len(splits.tasks),
                         hparams).to(device)
     if model.needs_masks:
@@ -49,7 +54,8 @@ def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: i
             raise MtlrecError(f"{run_name} trains on subnetwork masks: pass --masks (masks.pt)")
         model.load_masks([m.to(device) for m in load_masks(masks, splits.tasks)])
     cfg = TrainConfig.from_params(train_params, params.get("display"))
-    key = resume_key(params, experiment, run_name, model_name, seed, data_dir, masks)
+    key = resume_key(params, experiment, run_name, model_name, seed, data_dir, masks,
+                     label_files(labels_dir, tasks))
     state = fit(model, splits, cfg, seed, objective, metric, resume_path=out_dir / RESUME_FILE,
                 label=f"{run_name} seed={seed}", resume_key=key)
     test_scores = evaluate(model, splits.test, cfg.eval_batch_size, objective, metric)
@@ -77,7 +83,9 @@ def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: i
                    f"models.{model_name}": hparams},
         "provenance": provenance(device, runtime["num_threads"]),
     }
-    if run_name != model_name:
+    if splits.schema["dropped_inputs"]:
+        metrics["dropped_inputs"] = splits.schema["dropped_inputs"]
+    if run_name.removeprefix("full-") != model_name:
         metrics["variant_of"] = model_name
     if model.needs_masks:
         metrics["mask_prune_rate"] = dict(zip(splits.tasks, model.prune_rates(), strict=True))
@@ -94,12 +102,12 @@ def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: i
 
 
 def resume_key(params: dict[str, Any], experiment: str, run_name: str, model_name: str,
-               seed: int, data_dir: Path, masks: Path | None) -> str:
+               seed: int, data_dir: Path, masks: Path | None, labels: list[Path]) -> str:
     """A fingerprint of everything that decides a training run: the params its stage tracks, the
-    seed, the encoded files, the masks and the source files of its code."""
+    seed, the encoded files, its tasks' labels, the masks and the source files of its code."""
     from mtlrec.workflow import run_keys
 
-    files = [*sorted(data_dir.glob("*.parquet")), data_dir / "schema.json"]
+    files = [*sorted(data_dir.glob("*.parquet")), data_dir / "schema.json", *labels]
     files += [masks] if masks is not None else []
     return fingerprint(params, run_keys(params, experiment, run_name), files, "train",
                        (model_name,), run=run_name, seed=seed, experiment=experiment)
