@@ -39,9 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mtlrec.config import load_params
 from mtlrec.data.batches import TensorSplit
-from mtlrec.data.datasets import encode_dataset
+from mtlrec.data.datasets import encode_dataset, write_task_labels
 from mtlrec.data.sources import fetch
-from mtlrec.data.splits import load_splits
+from mtlrec.data.splits import default_labels_dir, load_splits
 from mtlrec.kernels import cpu_linear, set_cpu_linear
 from mtlrec.models import build_model
 from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
@@ -56,10 +56,13 @@ BATCHES = (256, 2048)
 
 
 def census_splits(workdir: Path):
-    raw = workdir / "raw"
+    raw, encoded = workdir / "raw", workdir / "data" / "encoded" / "census"
     fetch("census", raw)
-    encode_dataset(load_params([REPO / "params.yaml"]), "census", raw, workdir / "enc")
-    return load_splits(workdir / "enc", ["income", "marital"], 1, {"val_fraction": 0.5})
+    params = load_params([REPO / "params.yaml"])
+    encode_dataset(params, "census", raw, encoded)
+    for task in ("income", "marital"):  # the labels stage, in the pipeline's layout
+        write_task_labels(params, "census", task, raw, default_labels_dir(encoded) / task)
+    return load_splits(encoded, ["income", "marital"], 1, {"val_fraction": 0.5})
 
 
 def synchronize() -> None:

@@ -44,13 +44,13 @@ def tiny_params(base_params) -> dict:
 
 
 def encode_census(raw: Path, out: Path, fit_on: str, max_train_rows: int | None,
-                  max_test_rows: int | None) -> dict:
+                  max_test_rows: int | None, labels: bool = True) -> dict:
     """The Census dataset of params.yaml encoded with these options (a head of the files), and
     the labels of its declared tasks in the pipeline's layout (`default_labels_dir(out)`)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["datasets"]["census"].update(fit_encoders_on=fit_on, max_train_rows=max_train_rows,
                                         max_test_rows=max_test_rows)
-    for task in declared_tasks(params["datasets"]["census"]):
+    for task in declared_tasks(params["datasets"]["census"]) if labels else []:
         write_task_labels(params, "census", task, raw, default_labels_dir(out) / task)
     return encode_dataset(params, "census", raw, out)
 

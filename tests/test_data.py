@@ -38,14 +38,18 @@ def test_mirror_folder_is_used(tmp_path, raw_census):
     assert [p.name for p in placed] == ["census-income.data.gz", "census-income.test.gz"]
 
 
-def test_raw_census_has_the_documented_shape(raw_census):
+def test_raw_census_has_the_documented_shape(raw_census, base_params):
+    from mtlrec.data.tasks import task_label
+
     frame = census.read_raw(raw_census / "census-income.test.gz")
     assert frame.shape == (99_762, 42)
-    rates = census.labels(frame).mean()
+    tasks = base_params["datasets"]["census"]["tasks"]  # the declared rules of params.yaml
+    rates = {task: task_label(frame, task, decl, "test").mean() for task, decl in tasks.items()}
     # positives: income 6.2 %, never married 43 %, bachelors 9.9 % (PROVENANCE.md, spec section 3.1)
     assert rates["income"] == pytest.approx(6186 / 99_762)
     assert 0.42 < rates["marital"] < 0.44
     assert 0.098 < rates["education"] < 0.100
+    assert 0.47 < rates["sex"] < 0.49  # Male
 
 
 @pytest.mark.parametrize(("n_columns", "word"), [(41, "missing"), (43, "extra")])
@@ -64,7 +68,11 @@ def test_wrong_column_count_is_a_clear_error(tmp_path, raw_census, n_columns, wo
 def test_encoding_schema_and_oov(encoded_census):
     schema = json.loads((encoded_census / "schema.json").read_text())
     assert len(schema["sparse"]) == 29 and len(schema["dense"]) == 11
-    assert schema["tasks"] == ["income", "marital", "education"]
+    assert "tasks" not in schema  # labels are the labels stage's, one folder per task
+    labels = encoded_census.parents[1] / "labels" / "census"
+    assert sorted(p.name for p in labels.iterdir()) == ["education", "income", "marital", "sex"]
+    info = json.loads((labels / "education" / "label.json").read_text())
+    assert info["rows"] == schema["rows"] and 0.05 < info["positive_rate"]["train"] < 0.2
     train = pd.read_parquet(encoded_census / "train.parquet")
     test = pd.read_parquet(encoded_census / "test.parquet")
     for field in schema["sparse"]:
@@ -78,8 +86,8 @@ def test_per_file_fitting_shifts_codes_like_the_official_code(tmp_path, raw_cens
     """The official per-file LabelEncoder gives det_hh_fam_stat 38 values in train, 37 in test,
     so the same raw value gets different codes in the two files; train-fitting does not."""
     raw_test = census.read_raw(raw_census / "census-income.test.gz")
-    encode_census(raw_census, tmp_path / "per_file", "per_file", None, None)
-    encode_census(raw_census, tmp_path / "train_fit", "train", None, None)
+    encode_census(raw_census, tmp_path / "per_file", "per_file", None, None, labels=False)
+    encode_census(raw_census, tmp_path / "train_fit", "train", None, None, labels=False)
     value = "Spouse of householder"
     rows = np.flatnonzero(raw_test["det_hh_fam_stat"].to_numpy() == value)[:1]
     codes = {}
@@ -105,7 +113,7 @@ def test_splits_follow_the_seed(encoded_census):
 
 
 def test_unknown_task_is_a_clear_error(encoded_census):
-    with pytest.raises(MtlrecError, match="unknown task"):
+    with pytest.raises(MtlrecError, match="salary/train.parquet not found; run the labels"):
         load_splits(encoded_census, ["income", "salary"], seed=1, split=SPLIT)
 
 

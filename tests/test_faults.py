@@ -45,7 +45,7 @@ def test_a_corrupt_gzip_is_one_line_in_fetch_and_in_encode(tmp_path, raw_census)
         fetch("census", raw)
     assert "census-income.data.gz" in _one_line(error)
     with pytest.raises(MtlrecError) as error:
-        encode_census(raw, tmp_path / "enc", "train", None, None)
+        encode_census(raw, tmp_path / "enc", "train", None, None, labels=False)
     assert "census-income.data.gz" in _one_line(error)
     assert not (tmp_path / "enc" / "train.parquet").exists()
 
@@ -55,7 +55,7 @@ def test_a_truncated_file_is_one_line(tmp_path, raw_census):
     data = raw / "census-income.data.gz"
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
     with pytest.raises(MtlrecError, match="corrupt or truncated") as error:
-        encode_census(raw, tmp_path / "enc", "train", None, None)
+        encode_census(raw, tmp_path / "enc", "train", None, None, labels=False)
     _one_line(error)
 
 
@@ -63,7 +63,7 @@ def test_a_raw_file_edited_after_the_fetch_is_caught_at_encode(tmp_path, raw_cen
     raw = _raw_copy(raw_census, tmp_path)
     _rewrite_train(raw, lambda lines: lines)  # the first 300 rows only: another file
     with pytest.raises(MtlrecError, match="checksum mismatch for census-income.data.gz"):
-        encode_census(raw, tmp_path / "enc", "train", None, None)
+        encode_census(raw, tmp_path / "enc", "train", None, None, labels=False)
 
 
 @pytest.mark.parametrize("edit, message", [

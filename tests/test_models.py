@@ -26,6 +26,7 @@ HPARAMS = {
     "mptrec": {"expert_hidden": [16, 8], "gan_lambda": 0.1, "variant": "full",
                "stage1_loss": "paper", "alpha_schedule": "dann", "cluster_interval": 2,
                "e_step": "official", "cluster_init": "random"},
+    "maml": {"expert_hidden": [16, 8], "inner_lr": 0.01, "inner_steps": 1, "order": 1},
 }
 
 

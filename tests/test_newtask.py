@@ -263,3 +263,28 @@ def test_new_task_command_refuses_a_leaking_column_and_writes_nothing(pretrained
     with pytest.raises(MtlrecError, match="label column 'no_such_column' does not exist"):
         add_new_task({**params, "paths": {"root": str(project)}}, args)
     assert not (tmp_path / "out").exists()
+
+
+def test_new_task_command_learns_a_task_given_on_the_command_line(pretrained, tmp_path,
+                                                                  encoded_census, raw_census):
+    from mtlrec.newtask.direct import add_new_task
+
+    params, root = pretrained
+    project = encoded_census.parents[2]
+    (project / "data" / "raw").mkdir(exist_ok=True)
+    if not (project / "data" / "raw" / "census").exists():
+        (project / "data" / "raw" / "census").symlink_to(raw_census)
+    args = argparse.Namespace(task="postgrad", column="education",
+                              equals="Masters degree(MA MS MEng MEd MSW MBA)", above=None,
+                              below=None, backbone=root / "mptrec", method="prompt",
+                              out=tmp_path / "out")
+    params = copy.deepcopy(params)
+    params["paths"]["root"] = str(project)
+    params["datasets"]["census"].update(max_train_rows=3000, max_test_rows=2000)  # the fixture's
+    metrics = add_new_task(params, args)
+    pre = json.loads((root / "mptrec" / "metrics.json").read_text())
+    assert metrics["new_task"] == "postgrad" and 0.0 <= metrics["test_auc"]["postgrad"] <= 1.0
+    assert metrics["existing_test_auc"] == pre["test_auc"]
+    assert metrics["dropped_inputs"] == ["education"]
+    assert (tmp_path / "out" / "metrics.json").is_file()
+    assert (tmp_path / "out" / "labels" / "postgrad" / "train.parquet").is_file()

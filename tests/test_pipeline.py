@@ -24,6 +24,7 @@ TINY = {
     "pruning": {"warmup_epochs": 1, "iterations": 3, "epochs_per_iteration": 1,
                 "min_prune_rate": 0.1},
     "report": {"census": {"tsne": {"n_rows": 100}}},
+    "build": ["census"],
 }
 
 
@@ -54,6 +55,7 @@ def project_copy(tmp_path: Path) -> Path:
             shutil.copy2(source, dest / name)
     params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["mtlrec", "dag", "dvc", "--out", "dvc.yaml"], dest)  # the DAG of these params
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
         _run(cmd, dest)
@@ -85,7 +87,8 @@ def test_dvc_repro_reruns_only_the_edited_model(project_copy: Path):
             "mptrec", "mptrec_share", "mptrec_specific", "mptrec_no_gan"]
     masked = {"train-census-sparse_sharing@11", "train-census-csrec@11"}
     expected = {f"train-census-{r}@11" for r in runs}
-    expected |= {"fetch-census", "encode-census", "masks-census@11", "table2-census",
+    expected |= {"fetch-census", "encode-census", "labels-census-income",
+                 "labels-census-marital", "masks-census@11", "table2-census",
                  "ablation-census", "em-census", "tsne-census", "report-census"}
     assert first == expected
     assert (project_copy / "results/tables/table2_census.tex").is_file()
@@ -109,6 +112,25 @@ def test_dvc_repro_reruns_only_the_edited_model(project_copy: Path):
     _edit_params(project_copy, lambda p: p["pruning"].update(rate=0.2))
     reran = _stages_run(_run(["dvc", "repro"], project_copy))
     assert reran == {"masks-census@11", *masked, "table2-census", "report-census"}
+
+    # a new task (an experiment with new_task: sex, in build): its own stages run, nothing of
+    # Table 2 (its data, labels, runs, tables) is touched
+    def add_sex(p):
+        p["report"]["census_sex"] = {
+            "table3": {"methods": ["prompt"], "candidate": "prompt", "full": "mptrec",
+                       "decimals": 4},
+            "table4": {"models": ["shared_bottom"], "level": 0.05}, "correlations": {}}
+        p["build"].append("census_sex")
+
+    _edit_params(project_copy, add_sex)
+    _run(["mtlrec", "dag", "dvc", "--out", "dvc.yaml"], project_copy)
+    reran = _stages_run(_run(["dvc", "repro"], project_copy))
+    runs = ["shared_bottom", "mptrec", "full-shared_bottom", "full-mptrec"]
+    assert reran == {"labels-census-sex", *(f"train-census_sex-{r}@11" for r in runs),
+                     "newtask-census_sex-prompt@11", "table3-census_sex", "table4-census_sex",
+                     "correlations-census_sex"}
+    table3 = (project_copy / "results/tables/table3_census_sex.md").read_text()
+    assert "| MPT-Rec |" in table3 and "full training" in table3
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import yaml
 from conftest import REPO
 
 from mtlrec.config import deep_merge, load_params
-from mtlrec.data.datasets import encode_dataset, fetch_dataset
+from mtlrec.data.datasets import encode_dataset, fetch_dataset, write_task_labels
 from mtlrec.errors import MtlrecError
 
 OVERLAY = REPO / "examples" / "my_table.yaml"
@@ -43,11 +43,12 @@ def test_the_shipped_example_encodes_to_a_schema(tmp_path, params):
     fetch_dataset(params, "my_table", raw)
     schema = encode_dataset(params, "my_table", raw, encoded)
     assert schema["dataset"] == "my_table"
-    assert schema["tasks"] == ["high_income", "never_married"]
     assert schema["rows"] == {"train": 4200, "test": 1800}  # test_fraction 0.3 of 6,000
     assert [f["name"] for f in schema["sparse"]][:2] == ["class_worker", "education"]
-    train = pd.read_parquet(encoded / "train.parquet")
-    assert set(train["label_high_income"].unique()) == {0, 1}
+    info = write_task_labels(params, "my_table", "high_income", raw, tmp_path / "high_income")
+    assert info["rows"] == {"train": 4200, "test": 1800}
+    train = pd.read_parquet(tmp_path / "high_income" / "train.parquet")
+    assert set(train["label"].unique()) == {0, 1}
     again = tmp_path / "again"
     encode_dataset(params, "my_table", raw, again)  # deterministic: the same files
     for name in ("train.parquet", "test.parquet", "schema.json"):
@@ -65,9 +66,11 @@ def test_the_shipped_example_encodes_to_a_schema(tmp_path, params):
 def test_bad_tables_are_one_line_errors_naming_the_problem(tmp_path, params, edit, message):
     params = _table(tmp_path, edit(_frame()), params, test_fraction=0.25)
     fetch_dataset(params, "my_table", tmp_path / "raw")
-    with pytest.raises(MtlrecError, match=message) as error:
+    with pytest.raises(MtlrecError, match=message) as error:  # the encode or the labels stage
         encode_dataset(params, "my_table", tmp_path / "raw", tmp_path / "enc")
+        write_task_labels(params, "my_table", "clicked", tmp_path / "raw", tmp_path / "lab")
     assert len(str(error.value).splitlines()) == 1
+    assert not (tmp_path / "lab").exists()
 
 
 def test_a_changed_file_fails_its_checksum(tmp_path, params):
