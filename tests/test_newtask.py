@@ -4,6 +4,7 @@ task declarations and the direct `mtlrec new-task` command."""
 import argparse
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -288,3 +289,43 @@ def test_new_task_command_learns_a_task_given_on_the_command_line(pretrained, tm
     assert metrics["dropped_inputs"] == ["education"]
     assert (tmp_path / "out" / "metrics.json").is_file()
     assert (tmp_path / "out" / "labels" / "postgrad" / "train.parquet").is_file()
+
+
+def test_frozen_experts_in_a_module_list_are_not_counted(base_params):
+    """PLE*'s frozen second-level shared expert sits in a ModuleList (never called itself)."""
+    backbone = build_model("ple", census_like(), 2, base_params["models"]["ple"])
+    head = HEADS["ple"](backbone, tower_hidden=[64, 32], reg_dnn=0.0)
+    model = NewTaskModel(head)
+    feats = torch.zeros(256, head.feature_dim)
+    counted = multiply_adds(lambda: model(feats, feats.new_zeros(256, 0).long()), model)
+    everything = multiply_adds(lambda: model(feats, feats.new_zeros(256, 0).long()))
+    assert everything - counted == 256 * 256 * 256  # the frozen 256 -> 256 expert
+    assert count_params(head.trained_modules()) == 117_101  # spec section 5.2: 117,621
+
+
+def test_table4_signs_spread_and_paired_test(tmp_path, base_params):
+    from mtlrec.report.newtask import make_table4
+
+    params = copy.deepcopy(base_params)
+    params["train"]["seeds"] = [1, 2, 3]
+    params["report"][EDU]["table4"]["models"] = ["mmoe"]
+    for run, shift in (("mmoe", 0.0), ("full-mmoe", -0.01)):
+        for i, seed in enumerate([1, 2, 3]):
+            out = tmp_path / "runs" / EDU / run / f"seed={seed}"
+            out.mkdir(parents=True)
+            scores = {"income": 0.94 + 0.001 * i + shift, "marital": 0.99 + 0.001 * i}
+            if run.startswith("full-"):
+                scores["education"] = 0.86
+            out.joinpath("metrics.json").write_text(json.dumps({
+                "seed": seed, "metric": "auc", "test_auc": scores, "dropped_inputs": ["education"],
+                "rows": {"train": 1, "val": 1, "test": 1},
+                "provenance": {"git_commit": "abc", "device": "cpu:x", "num_threads": 1,
+                               "versions": {"torch": "2.13.0"}}}))
+    rows = make_table4(params, EDU, tmp_path / "runs", tmp_path / "tables")
+    income = next(r for r in rows if r["task"] == "income")
+    marital = next(r for r in rows if r["task"] == "marital")
+    assert income["sign"] == "-" and income["delta"] == pytest.approx(-0.01)
+    assert income["p"] < 0.05  # the same -0.01 on every seed
+    assert marital["delta"] == pytest.approx(0.0) and math.isnan(marital["p"])
+    md = (tmp_path / "tables" / f"table4_{EDU}.md").read_text()
+    assert "| MMOE | T1 (income) |" in md and "signs equal to the paper's" in md

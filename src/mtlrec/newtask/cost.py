@@ -43,19 +43,19 @@ def multiply_adds(run: Callable[[], object], model: nn.Module | None = None) -> 
     total = counter.get_total_flops()
     if model is not None:
         by_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
-        root = type(model).__name__
-        for name in frozen_modules(model):
-            total -= by_module.get(f"{root}.{name}", 0)
+        total -= _frozen_flops(model, type(model).__name__, by_module)
     return total // 2
 
 
-def frozen_modules(model: nn.Module) -> list[str]:
-    """Names of the outermost submodules whose parameters are all frozen."""
-    found: list[str] = []
-    for name, module in model.named_modules():
-        params = list(module.parameters())
-        if not name or not params or any(p.requires_grad for p in params):
-            continue
-        if not any(name.startswith(f"{outer}.") for outer in found):
-            found.append(name)
-    return found
+def _frozen_flops(module: nn.Module, name: str, by_module: dict[str, int]) -> int:
+    """FLOPs counted inside the outermost frozen submodules of `module` (a container that is
+    never called itself, such as a ModuleList, is looked into)."""
+    total = 0
+    for child_name, child in module.named_children():
+        full = f"{name}.{child_name}"
+        params = list(child.parameters())
+        if params and not any(p.requires_grad for p in params) and full in by_module:
+            total += by_module[full]
+        elif params:
+            total += _frozen_flops(child, full, by_module)
+    return total

@@ -144,8 +144,9 @@ def make_table3(params: dict[str, Any], experiment: str, runs_root: Path, out_di
     ]
     if best is not None:
         p = _paired_p(candidate["scores"], best["scores"])
+        test = f"p={p:.3g}" if not math.isnan(p) else "needs at least 2 seeds"
         notes.append(f"{display(candidate['method'])} vs {display(best['method'])} (best other):"
-                     f" paired t-test over seeds p={p:.3g}")
+                     f" paired t-test over seeds {test}")
     notes += _provenance_lines(runs)
     csv = [f"method,seed_index,test_{label.lower()},trained_params,full_params,"
            "trained_flops_per_batch,full_flops_per_batch"]
@@ -218,22 +219,24 @@ def make_table4(params: dict[str, Any], experiment: str, runs_root: Path, out_di
             spread = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
             p = _paired_p(three, two)
             sign = "+" if mean > 0 else "-"
-            significant = not math.isnan(p) and p < level
+            tested = not math.isnan(p)
+            mark = "" if not tested else ("" if p < level else " (n.s.)")
             ref = paper.get(model, {}).get(task, "--")
             rows.append({"model": model, "task": task, "two": two, "three": three,
                          "delta": mean, "p": p, "sign": sign, "paper": ref})
             body.append([display(model), f"T{i} ({task})", f"{statistics.fmean(two):.4f}",
                          f"{statistics.fmean(three):.4f}", f"{mean:+.4f} ± {spread:.4f}",
                          "--" if math.isnan(p) else f"{p:.3g}",
-                         sign + ("" if significant else " (n.s.)"), ref,
+                         sign + mark, ref,
                          "yes" if ref == sign else ("--" if ref == "--" else "no")])
     head = ["Model", "Task", "T1+T2", "+T3", "Δ (mean ± std)", "p", "sign (ours)",
             "sign (paper)", "same sign"]
     agree = sum(1 for r in rows if r["paper"] == r["sign"])
     notes = [f"T3 = {new}; both runs of a model on the same inputs (without "
              f"{runs[models[0]][0].get('dropped_inputs')}); Δ = +T3 minus T1+T2 per seed",
-             f"p: two-sided paired t-test over {len(seeds)} seeds; (n.s.): p ≥ {level}, the sign "
-             "may be noise",
+             (f"p: two-sided paired t-test over {len(seeds)} seeds; (n.s.): p ≥ {level}, the sign "
+              "may be noise" if len(seeds) > 1 else
+              "one seed: no spread and no test yet; a sign may be noise"),
              f"signs equal to the paper's: {agree} of {len(rows)}"]
     notes += _provenance_lines(runs)
     csv = ["model,task,seed_index,two_tasks,with_new_task"]
