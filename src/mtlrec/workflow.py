@@ -111,7 +111,8 @@ def report_outputs(experiment: str, kind: str) -> dict[str, str]:
         "newtask_ablation": {"tex": f"{tables}/newtask_ablation_{experiment}.tex",
                              "md": f"{tables}/newtask_ablation_{experiment}.md",
                              "png": f"{figures}/newtask_ablation_{experiment}.png"},
-        "correlations": {"md": f"{tables}/correlations_{experiment}.md",
+        "correlations": {"tex": f"{tables}/correlations_{experiment}.tex",
+                         "md": f"{tables}/correlations_{experiment}.md",
                          "csv": f"{tables}/correlations_{experiment}.csv"},
         "notebook": {"ipynb": f"results/report/report_{experiment}.ipynb"},
     }[kind]

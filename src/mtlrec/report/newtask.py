@@ -225,7 +225,7 @@ def make_table4(params: dict[str, Any], experiment: str, runs_root: Path, out_di
             rows.append({"model": model, "task": task, "two": two, "three": three,
                          "delta": mean, "p": p, "sign": sign, "paper": ref})
             body.append([display(model), f"T{i} ({task})", f"{statistics.fmean(two):.4f}",
-                         f"{statistics.fmean(three):.4f}", f"{mean:+.4f} ± {spread:.4f}",
+                         f"{statistics.fmean(three):.4f}", f"{mean:+.5f} ± {spread:.5f}",
                          "--" if math.isnan(p) else f"{p:.3g}",
                          sign + mark, ref,
                          "yes" if ref == sign else ("--" if ref == "--" else "no")])
