@@ -59,29 +59,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p.add_argument("--raw", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    labels_help = "labels folder (default: data/labels/<dataset> beside data/encoded/<dataset>)"
-    p = add("masks", "per-task subnetwork masks by iterative magnitude pruning")
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--labels", type=Path, help=labels_help)
-    p.add_argument("--out", type=Path, required=True)
-    p = add("train", "train one model with one seed")
-    p.add_argument("--experiment", required=True)
+
+    def add_run(name: str, help_text: str) -> argparse.ArgumentParser:
+        """A job of one experiment and seed on the encoded data and labels."""
+        p = add(name, help_text)
+        p.add_argument("--experiment", required=True)
+        p.add_argument("--seed", type=int, required=True)
+        p.add_argument("--data", type=Path, required=True)
+        p.add_argument("--labels", type=Path, help="labels folder (default: data/labels/"
+                                                   "<dataset> beside data/encoded/<dataset>)")
+        p.add_argument("--out", type=Path, required=True)
+        return p
+
+    add_run("masks", "per-task subnetwork masks by iterative magnitude pruning")
+    p = add_run("train", "train one model with one seed")
     p.add_argument("--model", required=True, help="a model, a variant, or full-<one of them>")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--labels", type=Path, help=labels_help)
-    p.add_argument("--out", type=Path, required=True)
     p.add_argument("--masks", type=Path, help="masks.pt of `mtlrec masks` (masked models)")
-    p = add("newtask", "learn an experiment's new task on a frozen pre-trained run (stage 2)")
-    p.add_argument("--experiment", required=True)
+    p = add_run("newtask", "learn an experiment's new task on a frozen pre-trained run (stage 2)")
     p.add_argument("--method", required=True, help="a new_task.methods entry")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--labels", type=Path, help=labels_help)
     p.add_argument("--backbone", type=Path, required=True, help="the pre-trained run's folder")
-    p.add_argument("--out", type=Path, required=True)
     p = add("new-task", "a new task (column + rule) on a pre-trained run: prompt-tune it and "
                         "report its score, cost and the existing tasks' scores")
     p.add_argument("--task", required=True, help="the new task's name")

@@ -91,29 +91,22 @@ def masks_dir(experiment: str, seed: int | str) -> str:
 def report_outputs(experiment: str, kind: str) -> dict[str, str]:
     """The files one report kind writes for an experiment."""
     tables, figures = "results/tables", "results/figures"
+
+    def files(stem: str, table_exts: tuple[str, ...], png: bool = False) -> dict[str, str]:
+        found = {ext: f"{tables}/{stem}_{experiment}.{ext}" for ext in table_exts}
+        return {**found, "png": f"{figures}/{stem}_{experiment}.png"} if png else found
+
     return {
-        "table2": {"tex": f"{tables}/table2_{experiment}.tex",
-                   "md": f"{tables}/table2_{experiment}.md",
-                   "csv": f"{tables}/table2_{experiment}.csv"},
-        "ablation": {"tex": f"{tables}/ablation_{experiment}.tex",
-                     "md": f"{tables}/ablation_{experiment}.md",
-                     "png": f"{figures}/ablation_{experiment}.png"},
+        "table2": files("table2", ("tex", "md", "csv")),
+        "ablation": files("ablation", ("tex", "md"), png=True),
         "em": {"md": f"{tables}/em_history_{experiment}.md",
                "png": f"{figures}/em_clusters_{experiment}.png"},
         "tsne": {"png": f"{figures}/tsne_{experiment}.png"},
-        "table3": {"tex": f"{tables}/table3_{experiment}.tex",
-                   "md": f"{tables}/table3_{experiment}.md",
-                   "csv": f"{tables}/table3_{experiment}.csv",
+        "table3": {**files("table3", ("tex", "md", "csv")),
                    "time": f"{tables}/table3_{experiment}_time.md"},
-        "table4": {"tex": f"{tables}/table4_{experiment}.tex",
-                   "md": f"{tables}/table4_{experiment}.md",
-                   "csv": f"{tables}/table4_{experiment}.csv"},
-        "newtask_ablation": {"tex": f"{tables}/newtask_ablation_{experiment}.tex",
-                             "md": f"{tables}/newtask_ablation_{experiment}.md",
-                             "png": f"{figures}/newtask_ablation_{experiment}.png"},
-        "correlations": {"tex": f"{tables}/correlations_{experiment}.tex",
-                         "md": f"{tables}/correlations_{experiment}.md",
-                         "csv": f"{tables}/correlations_{experiment}.csv"},
+        "table4": files("table4", ("tex", "md", "csv")),
+        "newtask_ablation": files("newtask_ablation", ("tex", "md"), png=True),
+        "correlations": files("correlations", ("tex", "md", "csv")),
         "notebook": {"ipynb": f"results/report/report_{experiment}.ipynb"},
     }[kind]
 

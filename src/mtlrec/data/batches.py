@@ -35,6 +35,10 @@ class TensorSplit:
             self.dense[index], self.sparse[index], self.labels[index], self.row_id[index]
         )
 
+    def with_labels(self, columns: slice) -> TensorSplit:
+        """The same rows with only the label columns `columns` (e.g. one task's)."""
+        return TensorSplit(self.dense, self.sparse, self.labels[:, columns], self.row_id)
+
     def to(self, device: torch.device) -> TensorSplit:
         return TensorSplit(*(t.to(device) for t in (self.dense, self.sparse, self.labels,
                                                     self.row_id)))

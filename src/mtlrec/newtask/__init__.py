@@ -85,7 +85,8 @@ def cache_features(head_cls: type[nn.Module], backbone: MultiTaskModel, splits: 
     def cached(split: TensorSplit, chunk: int) -> TensorSplit:
         features = _features_of(head_cls, backbone, split, chunk)
         empty = split.sparse.new_zeros((len(split), 0))
-        return TensorSplit(features, empty, split.labels[:, new_task:new_task + 1], split.row_id)
+        one = split.with_labels(slice(new_task, new_task + 1))
+        return TensorSplit(features, empty, one.labels, one.row_id)
 
     return Splits(cached(splits.train, batch_size), cached(splits.val, eval_batch_size),
                   cached(splits.test, eval_batch_size), splits.schema,

@@ -145,8 +145,8 @@ def run_new_task(params: dict[str, Any], experiment: str, method: str, seed: int
     test = evaluate(model, train_splits.test, cfg.eval_batch_size, objective, metric)[0]
     if state_digest(backbone) != before:
         raise MtlrecError("new task: the frozen backbone changed during training (a bug)")
-    cost = _cost(params, spec, backbone_name, model, trained, train_splits, features,
-                 len(tasks), cfg.batch_size, device)
+    cost = _cost(params, spec, model, trained, train_splits, features, len(tasks),
+                 cfg.batch_size, device, objective)
     best = state.history[state.best_epoch - 1]
     name = metric.name
     metrics = {
@@ -189,27 +189,23 @@ def _keys(params: dict[str, Any], experiment: str, method: str) -> list[str]:
 
 
 def _only_task(splits: Splits, task: int) -> Splits:
-    def keep(split):
-        return type(split)(split.dense, split.sparse, split.labels[:, task:task + 1],
-                           split.row_id)
-
-    return Splits(keep(splits.train), keep(splits.val), keep(splits.test), splits.schema,
-                  [splits.tasks[task]])
+    one = slice(task, task + 1)
+    return Splits(splits.train.with_labels(one), splits.val.with_labels(one),
+                  splits.test.with_labels(one), splits.schema, [splits.tasks[task]])
 
 
 def _existing_scores(backbone: MultiTaskModel, splits: Splits, cfg: TrainConfig, objective,
                      metric) -> dict[str, float]:
     """The frozen backbone's test scores on the existing tasks (what stage 2 leaves unchanged)."""
     k = backbone.num_tasks
-    test = type(splits.test)(splits.test.dense, splits.test.sparse, splits.test.labels[:, :k],
-                             splits.test.row_id)
+    test = splits.test.with_labels(slice(0, k))
     scores = evaluate(backbone, test, cfg.eval_batch_size, objective, metric)
     return dict(zip(splits.tasks[:k], scores, strict=True))
 
 
-def _cost(params: dict[str, Any], spec: dict[str, Any], backbone_name: str,
-          model: MultiTaskModel, trained: list[torch.nn.Module], splits: Splits,
-          features: FeatureSpec, num_all_tasks: int, batch_size: int, device: torch.device
+def _cost(params: dict[str, Any], spec: dict[str, Any], model: MultiTaskModel,
+          trained: list[torch.nn.Module], splits: Splits, features: FeatureSpec,
+          num_all_tasks: int, batch_size: int, device: torch.device, objective: Any
           ) -> dict[str, int]:
     """Trained params and forward multiply-adds per training batch, and the same of the backbone
     architecture trained jointly on all tasks (design/mptrec-spec.md section 5.2)."""
@@ -219,7 +215,6 @@ def _cost(params: dict[str, Any], spec: dict[str, Any], backbone_name: str,
     idx = next(batch_indices(len(splits.train), batch_size, False))
     batch = splits.train.take(idx)
     info = StepInfo(1, 0, 1, 1, batch_size)
-    objective = get_objective("bce")
     trained_flops = multiply_adds(lambda: model.training_losses(
         Batch(batch.dense, batch.sparse, batch.labels, batch.row_id), info, objective), model)
     _, hparams = resolve_model(params, spec["backbone"])
