@@ -15,6 +15,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/masks.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/reports.smk"
+include: "workflow/rules/ranking.smk"
 
 
 rule all:

@@ -12,8 +12,10 @@
                   --data data/encoded/DATASET --backbone runs/EXP/mptrec/seed=1 --out DIR
     mtlrec new-task --task race --column race --equals White --backbone runs/EXP/mptrec/seed=1
                   (a researcher's new task on a pre-trained run: prompt-tuned score and cost)
+    mtlrec rank   --params params.yaml --experiment EXP --run pmtrec --seed 1
+                  --data data/interactions/DATASET --out DIR   (a ranking run, PMTRec)
     mtlrec table  table2|table3|table4 --params params.yaml --experiment EXP --runs runs --out DIR
-    mtlrec report ablation|newtask_ablation|correlations|em|tsne --params params.yaml
+    mtlrec report ablation|newtask_ablation|correlations|em|tsne|rank_* --params params.yaml
                   --experiment EXP --runs runs ...
     mtlrec check  --params params.yaml [--params overlay.yaml]
     mtlrec dag    dvc --params params.yaml [--out dvc.yaml]   (writes dvc.yaml from the DAG)
@@ -78,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     p = add_run("newtask", "learn an experiment's new task on a frozen pre-trained run (stage 2)")
     p.add_argument("--method", required=True, help="a new_task.methods entry")
     p.add_argument("--backbone", type=Path, required=True, help="the pre-trained run's folder")
+    p = add("rank", "train one ranking run (PMTRec or a baseline pool) with one seed")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--run", required=True, help="a rank_methods entry, or <method>-<option><value>")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--data", type=Path, required=True, help="data/interactions/<dataset>")
+    p.add_argument("--out", type=Path, required=True)
     p = add("new-task", "a new task (column + rule) on a pre-trained run: prompt-tune it and "
                         "report its score, cost and the existing tasks' scores")
     p.add_argument("--task", required=True, help="the new task's name")
@@ -97,7 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p = add("report", "ablation table and plot, EM label history, or t-SNE figure")
-    p.add_argument("kind", choices=["ablation", "newtask_ablation", "correlations", "em", "tsne"])
+    p.add_argument("kind", choices=["ablation", "newtask_ablation", "correlations", "em", "tsne",
+                                    "rank_table2", "rank_table3", "rank_ablation",
+                                    "rank_sensitivity", "rank_curves"])
     p.add_argument("--experiment", required=True)
     p.add_argument("--runs", type=Path, required=True)
     p.add_argument("--tables", type=Path, required=True)
@@ -128,8 +138,13 @@ def _dispatch(args: argparse.Namespace) -> None:
         from mtlrec.data.datasets import encode_dataset
 
         schema = encode_dataset(params, args.dataset, args.raw, args.out)
-        print(f"encoded {schema['rows']} rows, {len(schema['sparse'])} sparse + "
-              f"{len(schema['dense'])} dense fields -> {args.out}")
+        if "interactions" in schema:
+            relations = ", ".join(f"{r} {v['rows']:,}" for r, v in schema["relations"].items())
+            print(f"encoded {schema['interactions']:,} interactions of {schema['users']:,} users"
+                  f" x {schema['items']:,} items; relations: {relations or 'none'} -> {args.out}")
+        else:
+            print(f"encoded {schema['rows']} rows, {len(schema['sparse'])} sparse + "
+                  f"{len(schema['dense'])} dense fields -> {args.out}")
     elif args.command == "labels":
         from mtlrec.data.datasets import write_task_labels
 
@@ -156,6 +171,14 @@ def _dispatch(args: argparse.Namespace) -> None:
         best = metrics["best_epoch"]
         print(f"{args.model} seed={args.seed}: test {metrics['metric']} {aucs} "
               f"(best epoch {best})")
+    elif args.command == "rank":
+        from mtlrec.ranking.run import run_ranking
+
+        metrics = run_ranking(params, args.experiment, args.run, args.seed, args.data, args.out)
+        shown = ", ".join(f"{k} {metrics['test'][k]:.4f}" for k in ("recall@20", "ndcg@20")
+                          if k in metrics["test"])
+        print(f"{args.experiment}/{args.run} seed={args.seed}: test {shown} "
+              f"(best epoch {metrics['best_epoch']} of {metrics['epochs_run']})")
     elif args.command == "masks":
         from mtlrec.train.pruning import find_masks
 
@@ -211,7 +234,12 @@ def _print_new_task(metrics: dict) -> None:
 
 
 def _report(args: argparse.Namespace, params: dict) -> None:
-    if args.kind in ("newtask_ablation", "correlations"):
+    if args.kind.startswith("rank_"):
+        from mtlrec.report.ranking import make_rank_report
+
+        make_rank_report(params, args.experiment, args.kind, args.runs, args.tables,
+                         args.figures)
+    elif args.kind in ("newtask_ablation", "correlations"):
         from mtlrec.report import newtask
 
         if args.kind == "correlations":

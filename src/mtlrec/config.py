@@ -139,11 +139,36 @@ def dropped_inputs(params: Mapping[str, Any], experiment: str) -> list[str]:
 
 
 REPORT_KINDS = ("table2", "ablation", "em", "tsne")
+RANK_REPORT_KINDS = ("rank_table2", "rank_table3", "rank_ablation", "rank_sensitivity",
+                     "rank_curves")
+
+
+def is_ranking(params: Mapping[str, Any], experiment: str) -> bool:
+    """A ranking experiment (PMTRec): interactions, tasks over the embedding table, top-K."""
+    return params["experiments"][experiment].get("kind") == "ranking"
+
+
+def sensitivity_runs(report: Mapping[str, Any]) -> list[str]:
+    """The runs of a sensitivity sweep: `<method>-<option><value>` for every listed value."""
+    sweep = report["rank_sensitivity"]
+    return [f"{sweep['method']}-{key}{value}" for key in ("alpha", "tau")
+            for value in sweep.get(key, [])]
+
+
+def rank_report_runs(report: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Ranking report kind -> the runs (rank_methods entries or sweep points) it reads."""
+    runs: dict[str, list[str]] = {}
+    for kind in RANK_REPORT_KINDS:
+        if kind not in report:
+            continue
+        runs[kind] = (sensitivity_runs(report) if kind == "rank_sensitivity"
+                      else list(report[kind]["methods"]))
+    return runs
 
 
 def report_runs(report: Mapping[str, Any]) -> dict[str, list[str]]:
     """report kind -> the run names (models or variants) it reads, for one experiment's report."""
-    runs: dict[str, list[str]] = {}
+    runs: dict[str, list[str]] = rank_report_runs(report)
     if "table2" in report:
         runs["table2"] = list(report["table2"]["models"])
     if "ablation" in report:
@@ -206,6 +231,14 @@ def check_cross_references(params: Mapping[str, Any]) -> None:
         if exp["dataset"] not in params["datasets"]:
             raise MtlrecError(f"{where}.dataset: no datasets.{exp['dataset']} section "
                               f"(declared: {sorted(params['datasets'])})")
+        ranking_reader = params["datasets"][exp["dataset"]]["reader"] in RANKING_READERS
+        if (exp.get("kind") == "ranking") != ranking_reader:
+            raise MtlrecError(f"{where}: a ranking experiment (kind: ranking) needs an "
+                              f"interaction dataset (readers {list(RANKING_READERS)}) and "
+                              "the other way round")
+        if ranking_reader:
+            _check_ranking_experiment(params, name, exp)
+            continue
         if exp["objective"] not in OBJECTIVES:
             raise MtlrecError(f"{where}.objective: unknown '{exp['objective']}' "
                               f"(known: {sorted(OBJECTIVES)})")
@@ -232,11 +265,64 @@ def check_cross_references(params: Mapping[str, Any]) -> None:
     _check_masked_models(params, MODELS)
 
 
+RANKING_READERS = ("tang", "recbole", "interactions")
+
+
+def _check_ranking_experiment(params: Mapping[str, Any], name: str,
+                              exp: Mapping[str, Any]) -> None:
+    from mtlrec.ranking.encoders import ENCODERS
+    from mtlrec.ranking.metrics import parse_metric
+    from mtlrec.ranking.tasks import LOSSES
+    from mtlrec.train.pooling import POOLS
+
+    where = f"params: experiments.{name}"
+    dataset = params["datasets"][exp["dataset"]]
+    missing = [t for t in exp["tasks"] if t not in dataset["tasks"]]
+    if missing:
+        raise MtlrecError(f"{where}.tasks: {missing} not in datasets.{exp['dataset']}.tasks "
+                          f"({sorted(dataset['tasks'])})")
+    for task, decl in dataset["tasks"].items():
+        if decl["loss"] not in LOSSES:
+            raise MtlrecError(f"params: datasets.{exp['dataset']}.tasks.{task}.loss: unknown "
+                              f"'{decl['loss']}' (known: {sorted(LOSSES)})")
+    try:
+        parse_metric(exp["metric"])
+    except MtlrecError as exc:
+        raise MtlrecError(f"{where}.metric: {exc}") from None
+    if exp["encoder"] not in ENCODERS:
+        raise MtlrecError(f"{where}.encoder: unknown '{exp['encoder']}' "
+                          f"(known: {sorted(ENCODERS)})")
+    for pool in [*params["pools"], *exp.get("pools", {})]:
+        if pool not in POOLS:
+            raise MtlrecError(f"params: pools.{pool}: unknown pool (known: {sorted(POOLS)})")
+    for method, spec in params["rank_methods"].items():
+        if spec["pool"] not in POOLS:
+            raise MtlrecError(f"params: rank_methods.{method}.pool: unknown '{spec['pool']}' "
+                              f"(known: {sorted(POOLS)})")
+        if spec.get("encoder", exp["encoder"]) not in params["encoders"]:
+            raise MtlrecError(f"params: rank_methods.{method}: no encoders."
+                              f"{spec.get('encoder')} section")
+
+
 def _check_report(params: Mapping[str, Any], experiment: str, report: Mapping[str, Any]) -> None:
     where = f"params: report.{experiment}"
     if experiment not in params["experiments"]:
         raise MtlrecError(f"{where}: no experiments.{experiment} section")
     exp = params["experiments"][experiment]
+    if exp.get("kind") == "ranking":
+        from mtlrec.ranking.run import resolve_rank_run
+
+        if any(kind in report for kind in (*REPORT_KINDS, "table3", "table4")):
+            raise MtlrecError(f"{where}: a ranking experiment has rank_* reports only")
+        for kind, names in rank_report_runs(report).items():
+            for run in names:
+                try:
+                    resolve_rank_run(params, experiment, run)  # type: ignore[arg-type]
+                except MtlrecError as exc:
+                    raise MtlrecError(f"{where}.{kind}: {exc}") from None
+        return
+    if any(kind in report for kind in RANK_REPORT_KINDS):
+        raise MtlrecError(f"{where}: rank_* reports belong to ranking experiments")
     for kind, names in report_runs(report).items():
         if kind in ("table3", "table4", "newtask_ablation", "correlations") and not exp.get(
                 "new_task"):

@@ -16,6 +16,11 @@ and `mtlrec check` say when the committed dvc.yaml is stale).
     table2, table3, table4, ablation, newtask_ablation, correlations, em, tsne
                               -> results/tables/<kind>_<e>.*, results/figures/<kind>_<e>.png
     report  experiment        -> results/report/report_<e>.ipynb (papermill)
+  ranking experiments (PMTRec):
+    encode  data/raw/<d>      -> data/interactions/<d>/{interactions.parquet, relations/, ...}
+    rank    experiment, run, seed -> runs/<e>/<run>/seed=<s>/{model.pt, metrics.json}
+    rank_table2, rank_table3, rank_ablation, rank_sensitivity, rank_curves
+                              -> results/tables/<kind>_<e>.*, results/figures/<kind>_<e>.png
 
 Code dependencies are found, not listed: a stage depends on every module its entry point imports
 (followed through the package, `mtlrec.models` narrowed to the run's own model), so dvc.lock
@@ -33,10 +38,14 @@ from typing import Any
 
 import yaml
 
-from mtlrec.config import (
+from mtlrec.config import (  # noqa: F401 (RANK_REPORT_KINDS: the rules read it here)
     FULL_PREFIX,
     NEW_TASK_PREFIX,
+    RANK_REPORT_KINDS,
+    RANKING_READERS,
     experiment_runs,
+    is_ranking,
+    rank_report_runs,
     report_runs,
     run_model,
     run_tasks,
@@ -68,6 +77,19 @@ def encoded_files(dataset: str) -> dict[str, str]:
     base = encoded_dir(dataset)
     return {"train": f"{base}/train.parquet", "test": f"{base}/test.parquet",
             "schema": f"{base}/schema.json"}
+
+
+def interactions_dir(dataset: str) -> str:
+    return f"data/interactions/{dataset}"
+
+
+def interaction_files(dataset: str) -> dict[str, str]:
+    base = interactions_dir(dataset)
+    return {"interactions": f"{base}/interactions.parquet", "schema": f"{base}/schema.json"}
+
+
+def is_ranking_dataset(params: dict[str, Any], dataset: str) -> bool:
+    return params["datasets"][dataset]["reader"] in RANKING_READERS
 
 
 def labels_dir(dataset: str) -> str:
@@ -108,6 +130,11 @@ def report_outputs(experiment: str, kind: str) -> dict[str, str]:
         "newtask_ablation": files("newtask_ablation", ("tex", "md"), png=True),
         "correlations": files("correlations", ("tex", "md", "csv")),
         "notebook": {"ipynb": f"results/report/report_{experiment}.ipynb"},
+        "rank_table2": files("rank_table2", ("tex", "md", "csv")),
+        "rank_table3": files("rank_table3", ("tex", "md", "csv")),
+        "rank_ablation": files("rank_ablation", ("tex", "md", "csv"), png=True),
+        "rank_sensitivity": files("rank_sensitivity", ("md", "csv"), png=True),
+        "rank_curves": files("rank_curves", ("md",), png=True),
     }[kind]
 
 
@@ -160,6 +187,13 @@ def report_kinds(params: dict[str, Any], experiment: str) -> list[str]:
     report = params["report"].get(experiment, {})
     kinds = list(report_runs(report))
     return kinds + (["notebook"] if report.get("notebook") else [])
+
+
+def experiments_of_kind(params: dict[str, Any], ranking: bool) -> str:
+    """A wildcard pattern matching exactly the experiments of one kind (Snakemake keeps the
+    training rules of the two kinds apart by it); a name no experiment has when there is none."""
+    names = [e for e in params["experiments"] if is_ranking(params, e) == ranking]
+    return "|".join(names) if names else "(?!x)x"
 
 
 def final_outputs(params: dict[str, Any]) -> list[str]:
@@ -227,6 +261,23 @@ def report_cmd(params: dict[str, Any], experiment: str, kind: str) -> str:
         data = f" --data {encoded_dir(experiment_dataset(params, experiment))}"
     return (f"mtlrec report {kind} {common}{data} --tables results/tables "
             f"--figures results/figures")
+
+
+def encode_interactions_cmd(dataset: str) -> str:
+    return (f"mtlrec encode {dataset} --params {{params_file}} --raw {raw_dir(dataset)} "
+            f"--out {interactions_dir(dataset)}")
+
+
+def rank_cmd(params: dict[str, Any], experiment: str, run: str, seed: str) -> str:
+    dataset = experiment_dataset(params, experiment)
+    return (f"mtlrec rank --params {{params_file}} --experiment {experiment} --run {run} "
+            f"--seed {seed} --data {interactions_dir(dataset)} "
+            f"--out {run_dir(experiment, run, seed)}")
+
+
+def rank_report_cmd(experiment: str, kind: str) -> str:
+    return (f"mtlrec report {kind} --params {{params_file}} --experiment {experiment} "
+            f"--runs runs --tables results/tables --figures results/figures")
 
 
 def fill(cmd: str, params_file: str, repo: str) -> str:
@@ -317,6 +368,11 @@ STAGE_CODE = {
     "ablation": ("mtlrec.report.figures", ()),
     "em": ("mtlrec.report.figures", ()),
     "tsne": ("mtlrec.report.tsne", ()),
+    "encode_interactions": ("mtlrec.data.datasets", ("mtlrec.ranking.readers",
+                                                     "mtlrec.ranking.data",
+                                                     "mtlrec.data.sources")),
+    "rank": ("mtlrec.ranking.run", ()),
+    **{kind: ("mtlrec.report.ranking", ()) for kind in RANK_REPORT_KINDS},
 }
 
 
@@ -327,7 +383,7 @@ def stage_code(kind: str, models: tuple[str, ...] = ()) -> list[str]:
     files = set(code_deps(entry, models))
     for module in extra:
         files |= set(code_deps(module, models))
-    if kind in ("table2", "table3", "table4", "correlations"):
+    if kind in ("table2", "table3", "table4", "correlations", *RANK_REPORT_KINDS):
         files.add("src/mtlrec/report/paper_values.yaml")
     return sorted(files)
 
@@ -338,7 +394,7 @@ def dataset_keys(params: dict[str, Any], dataset: str, stage: str) -> list[str]:
     their hashes), encode the rest but the split (read by the runs); encode sees the sources
     through the fetched folder, its dependency."""
     section = params["datasets"][dataset]
-    source_keys = {"mirror", "files", "sha256"}
+    source_keys = {"mirror", "files", "sha256", "source", "source_hint"}
     if stage == "fetch":
         keys = [k for k in section if k in source_keys]
     elif stage == "encode":
@@ -376,10 +432,29 @@ def newtask_keys(params: dict[str, Any], experiment: str, method: str) -> list[s
     return keys
 
 
+def rank_keys(params: dict[str, Any], experiment: str, run: str) -> list[str]:
+    """The params a ranking run reads: `rank_train` but its seeds, runtime, the experiment, its
+    dataset's split and tasks, the method, its pool's and its encoder's sections."""
+    from mtlrec.ranking.run import resolve_rank_run
+
+    spec = resolve_rank_run(params, experiment, run)
+    dataset = experiment_dataset(params, experiment)
+    keys = [f"rank_train.{key}" for key in params["rank_train"] if key != "seeds"]
+    keys += ["runtime", f"experiments.{experiment}", f"datasets.{dataset}.split",
+             *(f"datasets.{dataset}.tasks.{t}" for t in spec["tasks"]),
+             f"rank_methods.{spec['method']}", f"encoders.{spec['encoder']}"]
+    if spec["pool"] in params["pools"]:
+        keys.append(f"pools.{spec['pool']}")
+    return keys
+
+
 def report_keys(params: dict[str, Any], experiment: str, kind: str) -> list[str]:
     """A report reads its own section and the seeds (t-SNE also the tasks and the split)."""
     if kind == "notebook":
         return []
+    if kind in RANK_REPORT_KINDS:
+        return [f"report.{experiment}.{kind}", "rank_train.seeds", "rank_train.ks",
+                "rank_methods"]
     keys = [f"report.{experiment}.{kind}", "train.seeds"]
     if kind == "tsne":
         dataset = experiment_dataset(params, experiment)
@@ -435,11 +510,24 @@ def newtask_inputs(params: dict[str, Any], experiment: str, method: str, seed: s
     return inputs
 
 
+def rank_inputs(params: dict[str, Any], experiment: str) -> dict[str, str]:
+    """Named inputs of one ranking run: the encoded interactions (relations in their folder)."""
+    return interaction_files(experiment_dataset(params, experiment))
+
+
+def rank_runs(params: dict[str, Any], experiment: str) -> list[str]:
+    """Every run a ranking experiment trains (what its reports read, in order)."""
+    return experiment_runs(params, experiment)
+
+
 def report_inputs(params: dict[str, Any], experiment: str, kind: str) -> list[str]:
     """The files a report reads: every seed's metrics.json of its runs (t-SNE: the first seed's
     checkpoints and the encoded data; the notebook: the other reports' outputs)."""
     report = params["report"][experiment]
     seeds = params["train"]["seeds"]
+    if kind in RANK_REPORT_KINDS:
+        return [f"{run_dir(experiment, n, s)}/metrics.json"
+                for n in rank_report_runs(report)[kind] for s in params["rank_train"]["seeds"]]
     if kind == "notebook":
         return [path for other in report_runs(report)
                 for path in report_outputs(experiment, other).values()]
@@ -467,6 +555,7 @@ class Stage:
     files: list[str] = field(default_factory=list)  # small outputs kept in git (cache: false)
     metrics: list[str] = field(default_factory=list)  # metrics files (cache: false)
     per_seed: bool = False
+    seeds: str = "${train.seeds}"  # the params list a per-seed stage's matrix runs over
 
 
 def _datasets_in_use(params: dict[str, Any]) -> list[str]:
@@ -482,6 +571,15 @@ def _tasks_in_use(params: dict[str, Any], dataset: str) -> list[str]:
 def _data_stages(params: dict[str, Any]) -> Iterator[Stage]:
     for dataset in _datasets_in_use(params):
         section = params["datasets"][dataset]
+        if is_ranking_dataset(params, dataset):
+            sources = [str(path) for path in section.get("files", {}).values()]
+            yield Stage(f"fetch-{dataset}", fetch_cmd(dataset), sources + stage_code("fetch"),
+                        dataset_keys(params, dataset, "fetch"), outs=[raw_dir(dataset)])
+            yield Stage(f"encode-{dataset}", encode_interactions_cmd(dataset),
+                        [raw_dir(dataset), *stage_code("encode_interactions")],
+                        dataset_keys(params, dataset, "encode"),
+                        outs=[interactions_dir(dataset)])
+            continue
         sources = ["resources/census-income-kdd"] if section["reader"] == "census" else [
             str(path) for path in section["files"].values()]
         yield Stage(f"fetch-{dataset}", fetch_cmd(dataset), sources + stage_code("fetch"),
@@ -558,10 +656,30 @@ def _report_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
                     files=list(report_outputs(experiment, "notebook").values()))
 
 
+def _rank_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
+    seed = "${item.seed}"
+    data = interactions_dir(experiment_dataset(params, experiment))
+    for run in rank_runs(params, experiment):
+        out = run_dir(experiment, run, seed)
+        yield Stage(f"rank-{experiment}-{run}", rank_cmd(params, experiment, run, seed),
+                    [data, *stage_code("rank")], rank_keys(params, experiment, run),
+                    outs=[f"{out}/model.pt"], metrics=[f"{out}/metrics.json"], per_seed=True,
+                    seeds="${rank_train.seeds}")
+    report = params["report"][experiment]
+    for kind, names in rank_report_runs(report).items():
+        yield Stage(f"{kind}-{experiment}", rank_report_cmd(experiment, kind),
+                    [*(f"runs/{experiment}/{n}" for n in names), *stage_code(kind)],
+                    report_keys(params, experiment, kind),
+                    files=list(report_outputs(experiment, kind).values()))
+
+
 def stages(params: dict[str, Any]) -> Iterator[Stage]:
     """Every stage that the experiments in `build` need, in dependency order."""
     yield from _data_stages(params)
     for experiment in params["build"]:
+        if is_ranking(params, experiment):
+            yield from _rank_stages(params, experiment)
+            continue
         yield from _run_stages(params, experiment)
         yield from _report_stages(params, experiment)
 
@@ -573,7 +691,7 @@ def render_dvc_yaml(params: dict[str, Any]) -> str:
     for stage in stages(params):
         entry: dict[str, Any] = {}
         if stage.per_seed:
-            entry["matrix"] = {"seed": "${train.seeds}"}
+            entry["matrix"] = {"seed": stage.seeds}
         entry["cmd"] = fill(stage.cmd, PARAMS, ".")
         entry["deps"] = list(dict.fromkeys(stage.deps))
         if stage.params:

@@ -6,6 +6,8 @@ rule train:
     output:
         model=f"{dag.run_dir('{experiment}', '{run}', '{seed}')}/model.pt",
         metrics=f"{dag.run_dir('{experiment}', '{run}', '{seed}')}/metrics.json",
+    wildcard_constraints:
+        experiment=dag.experiments_of_kind(config, ranking=False),
     params:
         tracked=lambda w: dag.param_values(config, dag.run_keys(config, w.experiment, w.run)),
         cmd=lambda w: command(dag.train_cmd(config, w.experiment, w.run, w.seed)),

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mtlrec.config import RANKING_READERS
 from mtlrec.errors import MtlrecError
 
 
@@ -84,9 +85,35 @@ def _table_read(name: str, section: dict[str, Any], raw_dir: Path) -> RawTables:
     return read_table(name, section, raw_dir)
 
 
+def _source_fetch(name: str, section: dict[str, Any], out_dir: Path) -> list[Path]:
+    from mtlrec.data.sources import fetch
+
+    return fetch(section["source"], out_dir, section["mirror"])
+
+
+def _user_files_fetch(name: str, section: dict[str, Any], out_dir: Path) -> list[Path]:
+    from mtlrec.ranking.readers import fetch_user_files
+
+    return fetch_user_files(name, section, out_dir)
+
+
+def _ranking_read(kind: str) -> Callable[[str, dict[str, Any], Path], Any]:
+    def read(name: str, section: dict[str, Any], raw_dir: Path) -> Any:
+        from mtlrec.ranking import readers
+
+        return {"tang": readers.read_tang, "recbole": readers.read_recbole,
+                "interactions": readers.read_user_files}[kind](name, section, raw_dir)
+
+    return read
+
+
 READERS: dict[str, Reader] = {
     "census": Reader(_census_fetch, _census_read),
     "table": Reader(_table_fetch, _table_read),
+    # interaction datasets (PMTRec): read -> InteractionTables, encoded by mtlrec.ranking.data
+    "tang": Reader(_source_fetch, _ranking_read("tang")),
+    "recbole": Reader(_source_fetch, _ranking_read("recbole")),
+    "interactions": Reader(_user_files_fetch, _ranking_read("interactions")),
 }
 
 
@@ -111,6 +138,10 @@ def encode_dataset(params: dict[str, Any], name: str, raw_dir: Path, out_dir: Pa
 
     section = dataset_section(params, name)
     raw = READERS[section["reader"]].read(name, section, raw_dir)
+    if section["reader"] in RANKING_READERS:
+        from mtlrec.ranking.data import encode_interactions
+
+        return encode_interactions(name, section, raw, out_dir)
     for split, frame in raw.frames.items():
         if len(frame) == 0:
             raise MtlrecError(f"data: dataset '{name}': the {split} split is empty")

@@ -32,6 +32,17 @@ class RawFile:
 
 
 UCI = "https://archive.ics.uci.edu/ml/machine-learning-databases/census-income-mld"
+# Tang, Gao and Liu's Epinions and Ciao (.mat, 2012), byte-identical to the copies that the first
+# PMTRec author's ConsisRec repository redistributes at this commit (no licence file there; the
+# original page asks for a citation: research use, so they are not bundled here).
+CONSISREC = ("https://raw.githubusercontent.com/YangLiangwei/ConsisRec/"
+             "d1fba6e6a96cdfdab3f505270b0deb5b50c15d45/data")
+TANG_TERMS = "research use; cite Tang, Gao and Liu (WSDM 2012); not redistributed here"
+# MovieLens-100K in RecBole's atomic-file layout, from the `recbole==1.2.1` wheel on the package
+# index (GroupLens terms: research use, no redistribution, so not bundled): a `pip:` URL is
+# fetched with `pip download` and the member is read from the wheel.
+RECBOLE_WHEEL = "pip:recbole==1.2.1:recbole/dataset_example/ml-100k"
+GROUPLENS_TERMS = "GroupLens MovieLens terms: research use, cite Harper and Konstan 2015"
 SOURCES: dict[str, dict[str, object]] = {
     "census": {
         "bundled_dir": "census-income-kdd",
@@ -48,6 +59,39 @@ SOURCES: dict[str, dict[str, object]] = {
                 "98402b1ab879573d0a7f38a699a40258080e25e33d3401e7bf9c96d3fa0fab8c",
                 "CC BY 4.0 (UCI ML Repository, Lane and Kohavi)",
             ),
+        ],
+    },
+    "epinions": {
+        "bundled_dir": "epinions",
+        "files": [
+            RawFile("rating.mat", f"{CONSISREC}/epinions/rating.mat",
+                    "4fe1dd12896dbfc3d2b3e696c749947382d9725add4545cb6c44ee11c8e22159", TANG_TERMS),
+            RawFile("trustnetwork.mat", f"{CONSISREC}/epinions/trustnetwork.mat",
+                    "9cd648ab98c2e02799bfed0ae186dbc8736e97178d18bf471cc168770f39cf0a", TANG_TERMS),
+            RawFile("category.txt", f"{CONSISREC}/epinions/category.txt",
+                    "45c8d398a53e6d8eff36aaf237e717b37a1b61cae8ab8c484c9b7c0fb7bfeaaa", TANG_TERMS),
+        ],
+    },
+    "ciao": {
+        "bundled_dir": "ciao",
+        "files": [
+            RawFile("rating.mat", f"{CONSISREC}/ciao/rating.mat",
+                    "aa793568686285a93286ba9e56954fcce347370ad2e58c785760362ab12d2c2c", TANG_TERMS),
+            RawFile("trustnetwork.mat", f"{CONSISREC}/ciao/trustnetwork.mat",
+                    "0a8963ed22e6b534ce8d14e478f54ce0af6f5a3440a67ed5a35e62486580ce3a", TANG_TERMS),
+            RawFile("category.txt", f"{CONSISREC}/ciao/category.txt",
+                    "6a1ee8366ac861c73046ec3f670012436bdf0d08f61015baffc833af74811393", TANG_TERMS),
+        ],
+    },
+    "movielens-100k": {
+        "bundled_dir": "movielens-100k",
+        "files": [
+            RawFile("ml-100k.inter", f"{RECBOLE_WHEEL}/ml-100k.inter",
+                    "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+                    GROUPLENS_TERMS),
+            RawFile("ml-100k.item", f"{RECBOLE_WHEEL}/ml-100k.item",
+                    "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+                    GROUPLENS_TERMS),
         ],
     },
 }
@@ -88,7 +132,36 @@ def _candidates(dataset: str, mirror: str | None) -> list[Path]:
     return folders
 
 
+def _from_wheel(url: str, dest: Path) -> None:
+    """`pip:<requirement>:<folder in the wheel>/<file>`: the file out of that wheel, downloaded
+    with the ordinary pip client (its configured index)."""
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    _, requirement, member = url.split(":", 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                               "--only-binary=:all:", "-d", tmp, requirement],
+                              capture_output=True, text=True)
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise MtlrecError(f"data: pip download {requirement} failed (for {dest.name}): "
+                              f"{(done.stderr.strip().splitlines() or ['no wheel'])[-1]}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            try:
+                data = wheel.read(member)
+            except KeyError:
+                raise MtlrecError(f"data: {wheels[0].name} has no {member}") from None
+    atomic_write(dest, lambda tmp_path: tmp_path.write_bytes(data))
+
+
 def _download(url: str, dest: Path) -> None:
+    if url.startswith("pip:"):
+        _from_wheel(url, dest)
+        return
+
     def write(tmp: Path) -> None:
         with urllib.request.urlopen(url, timeout=60) as response, tmp.open("wb") as out:
             shutil.copyfileobj(response, out)
