@@ -105,10 +105,13 @@ def train_step(model: RankingEncoder, tasks: list[Any], pool: Any, batch: RankBa
     combined = pool.pool(grads, epoch)  # [R, d]
     if rows is None:
         model.weight.grad = combined
-    else:
-        grad = torch.zeros_like(model.weight)
+    else:  # the table's gradient: zero but at the touched rows (its buffer reused: no new
+        grad = model.weight.grad  # [N, d] allocation, and its page faults, per step)
+        if grad is None:
+            grad = model.weight.grad = torch.zeros_like(model.weight)
+        else:
+            grad.zero_()
         grad.index_copy_(0, rows, combined)
-        model.weight.grad = grad
     optimizer.step()
     return losses
 
