@@ -403,3 +403,27 @@ def test_a_ranking_run_is_deterministic(tmp_path, base_params):
         tmp_path / "b" / "metrics.json").read_bytes()
     assert first["epochs_run"] == 3 and set(first["test"]) >= {"recall@20", "ndcg@5", "hr@40"}
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["curves"][0]["epoch"] == 1
+
+
+def test_amazon_example_overlay_validates_and_plans_its_stages(base_params):
+    from mtlrec.config import check_cross_references, deep_merge
+    from mtlrec.workflow import stages
+
+    overlay = yaml.safe_load((REPO / "examples" / "amazon_videogames.yaml").read_text())
+    params = deep_merge(base_params, overlay)
+    validate(params)
+    check_cross_references(params)
+    names = [stage.name for stage in stages(params)]
+    assert names[:2] == ["fetch-videogames", "encode-videogames"]
+    assert "rank-pmtrec_videogames-pmtrec" in names and "rank_table2-pmtrec_videogames" in names
+
+
+def test_a_pool_option_is_tracked_by_the_runs_that_use_it_only(base_params):
+    from mtlrec.workflow import rank_keys
+
+    pmtrec = rank_keys(base_params, "pmtrec_ciao", "pmtrec")
+    ew = rank_keys(base_params, "pmtrec_ciao", "ew")
+    assert "pools.pmtrec" in pmtrec and "pools.pmtrec" not in ew
+    assert "rank_train.seeds" not in pmtrec  # adding a seed reruns no other seed
+    assert "datasets.ciao.tasks.social" in pmtrec
+    assert "datasets.ciao.tasks.social" not in rank_keys(base_params, "pmtrec_ciao", "plus_t2")

@@ -515,11 +515,6 @@ def rank_inputs(params: dict[str, Any], experiment: str) -> dict[str, str]:
     return interaction_files(experiment_dataset(params, experiment))
 
 
-def rank_runs(params: dict[str, Any], experiment: str) -> list[str]:
-    """Every run a ranking experiment trains (what its reports read, in order)."""
-    return experiment_runs(params, experiment)
-
-
 def report_inputs(params: dict[str, Any], experiment: str, kind: str) -> list[str]:
     """The files a report reads: every seed's metrics.json of its runs (t-SNE: the first seed's
     checkpoints and the encoded data; the notebook: the other reports' outputs)."""
@@ -659,7 +654,7 @@ def _report_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
 def _rank_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
     seed = "${item.seed}"
     data = interactions_dir(experiment_dataset(params, experiment))
-    for run in rank_runs(params, experiment):
+    for run in experiment_runs(params, experiment):  # what its reports read, in order
         out = run_dir(experiment, run, seed)
         yield Stage(f"rank-{experiment}-{run}", rank_cmd(params, experiment, run, seed),
                     [data, *stage_code("rank")], rank_keys(params, experiment, run),
