@@ -23,11 +23,10 @@ from tqdm import tqdm
 
 from mtlrec.errors import MtlrecError
 from mtlrec.models.mf import RankingEncoder
-from mtlrec.provenance import save_torch_atomic
 from mtlrec.ranking.data import RankingData
 from mtlrec.ranking.metrics import parse_metric, rank_metrics
 from mtlrec.ranking.tasks import RankBatch, TaskSample
-from mtlrec.train.resume import load_checked
+from mtlrec.train.resume import restore_state, save_state
 
 
 @dataclass
@@ -142,15 +141,8 @@ def fit(model: RankingEncoder, tasks: list[Any], task_names: list[str], pool: An
     generator = torch.Generator().manual_seed(seed)
     state = RankState()
     if resume_path is not None:
-        payload = load_checked(resume_path, resume_key, label)
-        if payload is not None:
-            print(f"mtlrec: {label}: resuming after epoch {payload['state']['epoch']}",
-                  file=sys.stderr)
-            model.load_state_dict(payload["model"])
-            optimizer.load_state_dict(payload["optimizer"])
-            generator.set_state(payload["generator"])
-            torch.set_rng_state(payload["torch_rng"])
-            state = RankState(**payload["state"])
+        saved = restore_state(resume_path, resume_key, label, model, optimizer, generator)
+        state = RankState(**saved) if saved is not None else state
     n = len(data.train_user)
     n_batches = math.ceil(n / cfg.batch_size)
     bars = cfg.progress and on_terminal()
@@ -189,10 +181,7 @@ def fit(model: RankingEncoder, tasks: list[Any], task_names: list[str], pool: An
                   f"{'/'.join(f'{v:.4f}' for v in losses)}{shown} best epoch {state.best_epoch} "
                   f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
         if resume_path is not None:
-            save_torch_atomic(resume_path, {
-                "key": resume_key, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "state": vars(state),
-                "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
+            save_state(resume_path, resume_key, model, optimizer, vars(state), generator)
     bar.close()
     if state.best_state is not None:
         model.load_state_dict(state.best_state)

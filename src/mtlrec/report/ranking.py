@@ -7,7 +7,6 @@ paired t-test over seeds of the candidate against the best other method per metr
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
@@ -23,7 +22,7 @@ from mtlrec.errors import MtlrecError  # noqa: E402
 from mtlrec.provenance import write_text_atomic  # noqa: E402
 from mtlrec.report.figures import save_png  # noqa: E402
 from mtlrec.report.newtask import _mean_std, _paired_p, _write  # noqa: E402
-from mtlrec.report.tables import paper_values  # noqa: E402
+from mtlrec.report.tables import collect, paper_values  # noqa: E402
 
 SHORT = {"recall": "R", "ndcg": "N", "hr": "HR"}
 
@@ -39,19 +38,6 @@ def _label(params: dict[str, Any], run: str) -> str:
 def _short_metric(name: str) -> str:
     kind, _, k = name.partition("@")
     return f"{SHORT[kind]}@{k}"
-
-
-def collect_runs(runs_root: Path, experiment: str, runs: list[str], seeds: list[int]
-                 ) -> dict[str, list[dict[str, Any]]]:
-    found: dict[str, list[dict[str, Any]]] = {}
-    for run in runs:
-        found[run] = []
-        for seed in seeds:
-            path = runs_root / experiment / run / f"seed={seed}" / "metrics.json"
-            if not path.is_file():
-                raise MtlrecError(f"report: missing run {path}; train it first")
-            found[run].append(json.loads(path.read_text()))
-    return found
 
 
 def _provenance(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -91,7 +77,7 @@ def _method_table(params: dict[str, Any], experiment: str, kind: str, runs_root:
     table = params["report"][experiment][kind]
     seeds = params["rank_train"]["seeds"]
     methods = rank_report_runs(params["report"][experiment])[kind]
-    runs = collect_runs(runs_root, experiment, methods, seeds)
+    runs = collect(runs_root, experiment, methods, seeds)
     metrics = _metrics(params, table)
     paper = _paper(table, kind)
     decimals = table["decimals"]
@@ -191,7 +177,7 @@ def _sensitivity(params: dict[str, Any], experiment: str, runs_root: Path, table
     for ax, key in zip(axes[0], keys, strict=True):
         values = sweep[key]
         points = [f"{sweep['method']}-{key}{v}" for v in values]
-        runs = collect_runs(runs_root, experiment, points, seeds)
+        runs = collect(runs_root, experiment, points, seeds)
         means, stds = [], []
         for value, point in zip(values, points, strict=True):
             scores = _values(runs[point], metric)
@@ -217,7 +203,7 @@ def _curves(params: dict[str, Any], experiment: str, runs_root: Path, tables: Pa
     table = params["report"][experiment]["rank_curves"]
     seeds = params["rank_train"]["seeds"]
     metric = _metrics(params, table)[0]
-    runs = collect_runs(runs_root, experiment, list(table["methods"]), seeds)
+    runs = collect(runs_root, experiment, list(table["methods"]), seeds)
     fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
     md = [f"# Validation curves (Fig. 6): {experiment}, {_short_metric(metric)}", "",
           "| method | best epoch per seed | epochs run | best val |", "|---|---|---|---|"]

@@ -25,11 +25,10 @@ from mtlrec.data.splits import Splits
 from mtlrec.errors import MtlrecError
 from mtlrec.evaluate.metrics import Metric, predict
 from mtlrec.models.layers import Batch, MultiTaskModel, StepInfo
-from mtlrec.provenance import save_torch_atomic
 from mtlrec.train.combiners import get_combiner
 from mtlrec.train.objectives import Objective
 from mtlrec.train.optim import LeanAdam
-from mtlrec.train.resume import load_checked
+from mtlrec.train.resume import restore_state, save_state
 
 
 @dataclass
@@ -117,34 +116,6 @@ def evaluate(model: MultiTaskModel, split: Any, batch_size: int, objective: Obje
     return metric.per_task(scores, split.labels)
 
 
-def _save_resume(path: Path, model, optimizer, state: TrainState, generator,
-                 key: str | None) -> None:
-    payload = {
-        "key": key,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "state": vars(state),  # plain types only: resume.pt loads with weights_only=True
-        "generator": generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-    }
-    save_torch_atomic(path, payload)
-
-
-def _load_resume(path: Path, model, optimizer, generator, key: str | None,
-                 label: str) -> TrainState | None:
-    """The saved state, or None when there is none or it was made for another run."""
-    payload = load_checked(path, key, label)
-    if payload is None:
-        return None
-    print(f"mtlrec: {label or 'run'}: resuming after epoch {payload['state']['epoch']}",
-          file=sys.stderr)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    generator.set_state(payload["generator"])
-    torch.set_rng_state(payload["torch_rng"])
-    return TrainState(**payload["state"])
-
-
 def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, objective: Objective,
         metric: Metric, resume_path: Path | None = None, label: str = "",
         resume_key: str | None = None) -> TrainState:
@@ -164,8 +135,8 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
     state = TrainState()
     hooks = prepare_training(model, len(splits.train))
     if resume_path is not None:
-        state = _load_resume(resume_path, model, optimizer, generator, resume_key,
-                             label) or state
+        saved = restore_state(resume_path, resume_key, label, model, optimizer, generator)
+        state = TrainState(**saved) if saved is not None else state
     bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=label or "train",
                disable=not (cfg.progress and on_terminal()), unit="epoch")
     log_lines = cfg.progress and not on_terminal()
@@ -198,7 +169,7 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
                   f"{state.best_epoch} ({time.perf_counter() - started:.0f} s)", file=sys.stderr,
                   flush=True)
         if resume_path is not None:
-            _save_resume(resume_path, model, optimizer, state, generator, resume_key)
+            save_state(resume_path, resume_key, model, optimizer, vars(state), generator)
     bar.close()
     if state.best_state is not None:
         model.load_state_dict(state.best_state)

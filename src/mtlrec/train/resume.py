@@ -53,3 +53,33 @@ def load_checked(path: Path, key: str | None, label: str) -> dict[str, Any] | No
         path.unlink()
         return None
     return payload
+
+
+def save_state(path: Path, key: str | None, model: torch.nn.Module,
+               optimizer: torch.optim.Optimizer, state: dict[str, Any],
+               generator: torch.Generator) -> None:
+    """A training loop's resume file: weights, optimiser, loop state (plain types and tensors),
+    the batch-order generator and torch's global RNG, under the run's `key`."""
+    from mtlrec.provenance import save_torch_atomic
+
+    save_torch_atomic(path, {"key": key, "model": model.state_dict(),
+                             "optimizer": optimizer.state_dict(), "state": state,
+                             "generator": generator.get_state(),
+                             "torch_rng": torch.get_rng_state()})
+
+
+def restore_state(path: Path, key: str | None, label: str, model: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer, generator: torch.Generator
+                  ) -> dict[str, Any] | None:
+    """Load what `save_state` wrote for this run into model, optimiser and RNGs; return the loop
+    state (None when there is no file or it was made for another run)."""
+    payload = load_checked(path, key, label)
+    if payload is None:
+        return None
+    print(f"mtlrec: {label or 'run'}: resuming after epoch {payload['state']['epoch']}",
+          file=sys.stderr)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    generator.set_state(payload["generator"])
+    torch.set_rng_state(payload["torch_rng"])
+    return payload["state"]
