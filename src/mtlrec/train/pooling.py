@@ -26,6 +26,7 @@ the full table). Task 0 is the main task. Registered by name in POOLS; a method 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -75,7 +76,9 @@ class TorchJDPool:
 
     def pool(self, grads: torch.Tensor, epoch: int) -> torch.Tensor:
         flat = grads.reshape(grads.shape[0], -1)  # [T, R*d]
-        return self.aggregator(flat).reshape(grads.shape[1:])
+        with warnings.catch_warnings():  # Nash-MTL's cvxpy problem warns on every solve that
+            warnings.filterwarnings("ignore", message=".*not DPP.*")  # it is not DPP
+            return self.aggregator(flat).reshape(grads.shape[1:])
 
 
 class RandomLossWeights:
