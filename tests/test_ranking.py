@@ -427,3 +427,10 @@ def test_a_pool_option_is_tracked_by_the_runs_that_use_it_only(base_params):
     assert "rank_train.seeds" not in pmtrec  # adding a seed reruns no other seed
     assert "datasets.ciao.tasks.social" in pmtrec
     assert "datasets.ciao.tasks.social" not in rank_keys(base_params, "pmtrec_ciao", "plus_t2")
+
+
+def test_a_table_candidate_must_be_one_of_its_methods(base_params):
+    with pytest.raises(MtlrecError, match="candidate 'pmtrec' is none of its methods"):
+        apply_overrides(base_params, ["report.pmtrec_ciao.rank_table2.methods=[ew, rlw]"])
+    apply_overrides(base_params, ["report.pmtrec_ciao.rank_table2.methods=[ew, rlw]",
+                                  "report.pmtrec_ciao.rank_table2.candidate=null"])

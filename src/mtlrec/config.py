@@ -315,6 +315,9 @@ def _check_report(params: Mapping[str, Any], experiment: str, report: Mapping[st
         if any(kind in report for kind in (*REPORT_KINDS, "table3", "table4")):
             raise MtlrecError(f"{where}: a ranking experiment has rank_* reports only")
         for kind, names in rank_report_runs(report).items():
+            candidate = report[kind].get("candidate")
+            if candidate is not None and candidate not in names:
+                raise MtlrecError(f"{where}.{kind}.candidate '{candidate}' is none of its methods")
             for run in names:
                 try:
                     resolve_rank_run(params, experiment, run)  # type: ignore[arg-type]
