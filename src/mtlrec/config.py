@@ -148,10 +148,15 @@ def is_ranking(params: Mapping[str, Any], experiment: str) -> bool:
     return params["experiments"][experiment].get("kind") == "ranking"
 
 
+def sweep_point(method: str, option: str, value: float) -> str:
+    """The run name of one sensitivity point: `<method>-<option><value>`."""
+    return f"{method}-{option}{value}"
+
+
 def sensitivity_runs(report: Mapping[str, Any]) -> list[str]:
-    """The runs of a sensitivity sweep: `<method>-<option><value>` for every listed value."""
+    """The runs of a sensitivity sweep: one point per listed alpha and tau value."""
     sweep = report["rank_sensitivity"]
-    return [f"{sweep['method']}-{key}{value}" for key in ("alpha", "tau")
+    return [sweep_point(sweep["method"], key, value) for key in ("alpha", "tau")
             for value in sweep.get(key, [])]
 
 

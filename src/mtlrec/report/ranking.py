@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mtlrec.config import rank_report_runs  # noqa: E402
+from mtlrec.config import rank_report_runs, sweep_point  # noqa: E402
 from mtlrec.errors import MtlrecError  # noqa: E402
 from mtlrec.provenance import write_text_atomic  # noqa: E402
 from mtlrec.report.figures import save_png  # noqa: E402
@@ -176,7 +176,7 @@ def _sensitivity(params: dict[str, Any], experiment: str, runs_root: Path, table
     csv = ["option,value,mean,std"]
     for ax, key in zip(axes[0], keys, strict=True):
         values = sweep[key]
-        points = [f"{sweep['method']}-{key}{v}" for v in values]
+        points = [sweep_point(sweep["method"], key, v) for v in values]
         runs = collect(runs_root, experiment, points, seeds)
         means, stds = [], []
         for value, point in zip(values, points, strict=True):
