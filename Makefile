@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PIP := $(VENV)/bin/pip
 
-.PHONY: install install-bench reproduce ci-run test lint bench dvc-yaml clean-ci
+.PHONY: install install-bench reproduce reproduce-census reproduce-from-raw report snakemake-report ci-run test lint bench dvc-yaml clean-ci
 
 install:  ## a virtual environment with the pinned CPU stack and the project (editable)
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,26 @@ install:  ## a virtual environment with the pinned CPU stack and the project (ed
 install-bench: install  ## adds torch-rechub for the comparison benchmark
 	$(PIP) install --quiet -c requirements/constraints.txt -e ".[dev,bench]"
 
-reproduce:  ## the paper tables (default profile)
+reproduce:  ## whatever is missing of every table, report and page (README: what a clone needs)
 	$(VENV)/bin/snakemake --cores all
+
+CENSUS := results/tables/table2_census.md results/tables/ablation_census.md \
+	results/figures/em_clusters_census.png results/figures/tsne_census.png
+
+reproduce-census:  ## MPT-Rec Table 2 on Census (60 runs) from raw data, ~50 min on 2 cores
+	$(VENV)/bin/snakemake $(CENSUS) --cores all --forceall
+
+reproduce-from-raw:  ## everything again from the raw downloads, ignoring what exists (multi-day on 2 cores)
+	$(VENV)/bin/snakemake --cores all --forceall
+
+report:  ## the LaTeX document, the reproduction check and the HTML pages over what is built (no training)
+	$(VENV)/bin/mtlrec publish latex
+	$(VENV)/bin/mtlrec publish check
+	$(VENV)/bin/mtlrec publish html --paper mptrec
+	$(VENV)/bin/mtlrec publish html --paper pmtrec
+
+snakemake-report:  ## Snakemake's own report (registered figures and pages) of the last run
+	$(VENV)/bin/snakemake --report results/report/snakemake_report.html
 
 ci-run:  ## the whole DAG on the tiny CI profile, into ci-out/
 	$(VENV)/bin/snakemake --cores all --profile workflow/profiles/ci

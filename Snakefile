@@ -16,6 +16,7 @@ include: "workflow/rules/masks.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/reports.smk"
 include: "workflow/rules/ranking.smk"
+include: "workflow/rules/publish.smk"
 
 
 rule all:

@@ -11,7 +11,7 @@ References:
   for the MPT-Rec row), fed once by our index batching ("model only"), once through its
   TorchDataset + DataLoader with a plain loop ("library path"), and once trained as the library
   trains it: its `MTLTrainer.train_one_epoch` on that DataLoader, with the same L2 terms as ours
-  ("trainer", the reference design/toolchain.md and the speed issue quote).
+  ("trainer", the reference docs/spec/toolchain.md and the speed issue quote).
 Our side runs each model through its gradient combiner (`train_step`), as the training loop
 does, once per dense-layer kernel setting in `--kernels` (onednn = the pipeline's default;
 torch = F.linear, the code before it).

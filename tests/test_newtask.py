@@ -54,7 +54,7 @@ def test_prompt_head_has_the_papers_27k_parameters_on_census_dims(base_params):
     backbone = build_model("mptrec", census_like(), 2, base_params["models"]["mptrec"])
     assert backbone.embedding.output_dim == 123  # 11 dense + 28 sparse x 4: education removed
     head = PromptHead(backbone, tower_hidden=[64, 32], reg_dnn=3e-5)
-    assert count_params(head.trained_modules()) == 27_063  # design/mptrec-spec.md section 3.3
+    assert count_params(head.trained_modules()) == 27_063  # docs/spec/mptrec.md section 3.3
     full = build_model("mptrec", census_like(), 3, base_params["models"]["mptrec"])
     model = NewTaskModel(head)
     feats = torch.zeros(256, head.feature_dim)

@@ -62,6 +62,10 @@ def project_copy(tmp_path: Path) -> Path:
     return dest
 
 
+# published over every table: any table's change reruns them
+PUBLISH = {"publish-latex", "publish-check", "publish-html-mptrec"}
+
+
 def _stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
@@ -89,13 +93,14 @@ def test_dvc_repro_reruns_only_the_edited_model(project_copy: Path):
     expected = {f"train-census-{r}@11" for r in runs}
     expected |= {"fetch-census", "encode-census", "labels-census-income",
                  "labels-census-marital", "masks-census@11", "table2-census",
-                 "ablation-census", "em-census", "tsne-census", "report-census"}
+                 "ablation-census", "em-census", "tsne-census", "report-census", *PUBLISH}
     assert first == expected
     assert (project_copy / "results/tables/table2_census.tex").is_file()
     assert _report_images(project_copy) == 4  # curves, ablation, EM labels, t-SNE
     assert _stages_run(_run(["dvc", "repro"], project_copy)) == set()  # nothing changed
 
-    # an identical retrain (new timing.json, same model and metrics) re-triggers no table
+    # an identical retrain (new timing.json, same model and metrics) re-triggers no table and
+    # no page (timing.json is in .dvcignore)
     _run(["dvc", "repro", "-f", "-s", "train-census-mmoe@11"], project_copy)
     assert _stages_run(_run(["dvc", "repro"], project_copy)) == set()
 
@@ -104,14 +109,17 @@ def test_dvc_repro_reruns_only_the_edited_model(project_copy: Path):
     assert _stages_run(_run(["dvc", "repro"], project_copy)) == set()
 
     # MMOE is in Table 2 only: its run, Table 2 and the report notebook rerun, nothing else
-    _edit_params(project_copy, lambda p: p["models"]["mmoe"].update(reg_dnn=0.001))
-    reran = _stages_run(_run(["dvc", "repro"], project_copy))
-    assert reran == {"train-census-mmoe@11", "table2-census", "report-census"}
+    # (as README shows it: an experiment with one key set)
+    reran = _stages_run(_run(["dvc", "exp", "run", "--set-param", "models.mmoe.reg_dnn=0.001"],
+                             project_copy))
+    assert reran == {"train-census-mmoe@11", "table2-census", "report-census", *PUBLISH}
+    assert yaml.safe_load((project_copy / "params.yaml").read_text())["models"]["mmoe"][
+        "reg_dnn"] == 0.001
 
     # new masks: the masked models retrain, no other model
     _edit_params(project_copy, lambda p: p["pruning"].update(rate=0.2))
     reran = _stages_run(_run(["dvc", "repro"], project_copy))
-    assert reran == {"masks-census@11", *masked, "table2-census", "report-census"}
+    assert reran == {"masks-census@11", *masked, "table2-census", "report-census", *PUBLISH}
 
     # a new task (an experiment with new_task: sex, in build): its own stages run, nothing of
     # Table 2 (its data, labels, runs, tables) is touched
@@ -128,7 +136,7 @@ def test_dvc_repro_reruns_only_the_edited_model(project_copy: Path):
     runs = ["shared_bottom", "mptrec", "full-shared_bottom", "full-mptrec"]
     assert reran == {"labels-census-sex", *(f"train-census_sex-{r}@11" for r in runs),
                      "newtask-census_sex-prompt@11", "table3-census_sex", "table4-census_sex",
-                     "correlations-census_sex"}
+                     "correlations-census_sex", *PUBLISH}
     table3 = (project_copy / "results/tables/table3_census_sex.md").read_text()
     assert "| MPT-Rec |" in table3 and "full training" in table3
 
@@ -185,3 +193,17 @@ def test_a_dry_run_does_not_touch_the_params_running_jobs_read(project_copy: Pat
     (project_copy / "other.yaml").write_text("train:\n  lr: 0.5\n")
     _run(["snakemake", "--cores", "1", "--dry-run", "--configfile", "other.yaml"], project_copy)
     assert resolved.read_text() == "the running pipeline's params\n"
+
+
+@pytest.mark.slow
+def test_a_configfile_adds_to_the_ci_profile_instead_of_replacing_it(project_copy: Path):
+    """params.yaml < the profile's overlay < --configfile: the CI profile's `build` (which adds
+    pmtrec_ciao) survives an overlay that sets something else, and an overlay that sets `build`
+    wins."""
+    (project_copy / "epochs.yaml").write_text("train:\n  epochs: 3\n")
+    (project_copy / "census_only.yaml").write_text("build: [census]\n")
+    base = ["snakemake", "--cores", "1", "--dry-run", "--profile", "workflow/profiles/ci"]
+    added = _run([*base, "--configfile", "epochs.yaml"], project_copy)
+    assert "rank_table2_pmtrec_ciao" in added
+    replaced = _run([*base, "--configfile", "census_only.yaml"], project_copy)
+    assert "pmtrec_ciao" not in replaced and "table2_census" in replaced

@@ -17,6 +17,7 @@ def _write_runs(root, models, seeds, base):
                 "model": model, "seed": seed, "tasks": ["income", "marital"],
                 "test_auc": {"income": base + 0.01 * i + 0.001 * j, "marital": 0.9 - 0.01 * i},
                 "rows": {"train": 10, "val": 5, "test": 5},
+                "curves": [{"epoch": 1, "val_auc": [0.8, 0.85]}],
                 "provenance": {"git_commit": "abc", "device": "cpu:x", "num_threads": 1,
                                "versions": {"torch": "2.13.0"}},
             }
@@ -96,7 +97,7 @@ def test_ablation_and_em_reports_from_metrics(tmp_path, base_params):
     make_ablation(params, "census", tmp_path / "runs", tmp_path / "t", tmp_path / "f")
     make_em_report(params, "census", tmp_path / "runs", tmp_path / "t", tmp_path / "f")
     ablation = (tmp_path / "t" / "ablation_census.md").read_text()
-    assert "| Share |" in ablation and "| -GAN |" in ablation
+    assert "| Share |" in ablation and "| −GAN |" in ablation
     assert "| 1 | 2 | 1 | [7, 3] | 0.2500 | 0.7500 |" in (tmp_path / "t" / "em_history_census.md"
                                                          ).read_text()
     first = (tmp_path / "f" / "ablation_census.png").read_bytes()

@@ -17,6 +17,7 @@
     mtlrec table  table2|table3|table4 --params params.yaml --experiment EXP --runs runs --out DIR
     mtlrec report ablation|newtask_ablation|correlations|em|tsne|rank_* --params params.yaml
                   --experiment EXP --runs runs ...
+    mtlrec publish latex|check|html [--paper mptrec|pmtrec]  (over every experiment in build)
     mtlrec check  --params params.yaml [--params overlay.yaml]
     mtlrec dag    dvc --params params.yaml [--out dvc.yaml]   (writes dvc.yaml from the DAG)
 
@@ -114,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", type=Path, required=True)
     p.add_argument("--data", type=Path, help="encoded data folder (t-SNE)")
     p.add_argument("--labels", type=Path, help="labels folder (correlations)")
+    p = add("publish", "over every experiment in build: the LaTeX document of all tables, the "
+                       "reproduction check, or one paper's HTML report")
+    p.add_argument("what", choices=["latex", "check", "html"])
+    p.add_argument("--paper", choices=["mptrec", "pmtrec"], help="the paper (html)")
+    p.add_argument("--root", type=Path, default=Path("."),
+                   help="the output root holding results/ and runs/ (default: .)")
     add("check", "validate params files and print the merged result")
     p = add("dag", "write the pipeline DAG in another tool's format")
     p.add_argument("format", choices=["dvc"])
@@ -197,6 +204,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}/{args.table}_{args.experiment}.{{tex,md,csv}}")
     elif args.command == "report":
         _report(args, params)
+    elif args.command == "publish":
+        _publish(args, params)
     elif args.command == "check":
         import yaml
 
@@ -231,6 +240,27 @@ def _print_new_task(metrics: dict) -> None:
           f"({cost['trained_params'] / cost['full_params']:.1%} of full 3-task training), "
           f"{cost['trained_flops_per_batch'] / 1e6:.1f}M FLOPs per batch; existing tasks "
           f"unchanged: {existing}")
+
+
+def _publish(args: argparse.Namespace, params: dict) -> None:
+    from mtlrec import workflow
+    from mtlrec.report import publish
+
+    outputs = {key: args.root / path for key, path in workflow.publish_outputs(params).items()}
+    if args.what == "latex":
+        publish.make_paper_tables(params, args.root, outputs["latex"])
+        print(f"wrote {outputs['latex']}")
+    elif args.what == "check":
+        print(publish.make_reproduction(params, args.root, outputs["check_md"],
+                                        outputs["check_csv"]))
+    else:
+        from mtlrec.report.html import make_html
+
+        if args.paper is None:
+            raise MtlrecError("publish html needs --paper (mptrec or pmtrec)")
+        make_html(params, args.paper, args.root, outputs["check_md"],
+                  outputs[f"html_{args.paper}"])
+        print(f"wrote {outputs[f'html_{args.paper}']}")
 
 
 def _report(args: argparse.Namespace, params: dict) -> None:

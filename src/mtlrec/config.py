@@ -153,6 +153,15 @@ def sweep_point(method: str, option: str, value: float) -> str:
     return f"{method}-{option}{value}"
 
 
+def rank_table_metrics(params: Mapping[str, Any], table: Mapping[str, Any]) -> list[str]:
+    """The metrics a ranking report shows: its own `metrics`, else recall@k then ndcg@k for every
+    k of `rank_train.ks`."""
+    if table.get("metrics"):
+        return list(table["metrics"])
+    ks = params["rank_train"]["ks"]
+    return [f"{kind}@{k}" for kind in ("recall", "ndcg") for k in ks]
+
+
 def sensitivity_runs(report: Mapping[str, Any]) -> list[str]:
     """The runs of a sensitivity sweep: one point per listed alpha and tau value."""
     sweep = report["rank_sensitivity"]

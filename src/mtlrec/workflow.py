@@ -46,6 +46,7 @@ from mtlrec.config import (  # noqa: F401 (RANK_REPORT_KINDS: the rules read it 
     experiment_runs,
     is_ranking,
     rank_report_runs,
+    rank_table_metrics,
     report_runs,
     run_model,
     run_tasks,
@@ -55,6 +56,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent  # src/mtlrec
 SRC_DIR = PACKAGE_DIR.parent
 REPO_ROOT = SRC_DIR.parent
 PARAMS = "params.yaml"
+METRICS = "results/metrics"  # one curated metrics file per table (DVC metrics)
+PLOTS = "results/plots"  # per-epoch validation curves as CSV (DVC plots)
 CLI_FILES = ("src/mtlrec/cli.py", "src/mtlrec/config.py", "src/mtlrec/errors.py",
              "src/mtlrec/schemas/params.schema.yaml")
 DVC_HEADER = """\
@@ -116,10 +119,13 @@ def report_outputs(experiment: str, kind: str) -> dict[str, str]:
 
     def files(stem: str, table_exts: tuple[str, ...], png: bool = False) -> dict[str, str]:
         found = {ext: f"{tables}/{stem}_{experiment}.{ext}" for ext in table_exts}
+        if "tex" in table_exts:  # every LaTeX table has its curated metrics file
+            found["json"] = f"{METRICS}/{stem}_{experiment}.json"
         return {**found, "png": f"{figures}/{stem}_{experiment}.png"} if png else found
 
     return {
-        "table2": files("table2", ("tex", "md", "csv")),
+        "table2": {**files("table2", ("tex", "md", "csv")),
+                   "curves": f"{PLOTS}/val_curves_{experiment}.csv"},
         "ablation": files("ablation", ("tex", "md"), png=True),
         "em": {"md": f"{tables}/em_history_{experiment}.md",
                "png": f"{figures}/em_clusters_{experiment}.png"},
@@ -134,7 +140,8 @@ def report_outputs(experiment: str, kind: str) -> dict[str, str]:
         "rank_table3": files("rank_table3", ("tex", "md", "csv")),
         "rank_ablation": files("rank_ablation", ("tex", "md", "csv"), png=True),
         "rank_sensitivity": files("rank_sensitivity", ("md", "csv"), png=True),
-        "rank_curves": files("rank_curves", ("md",), png=True),
+        "rank_curves": {**files("rank_curves", ("md",), png=True),
+                        "curves": f"{PLOTS}/rank_val_curves_{experiment}.csv"},
     }[kind]
 
 
@@ -197,10 +204,50 @@ def experiments_of_kind(params: dict[str, Any], ranking: bool) -> str:
 
 
 def final_outputs(params: dict[str, Any]) -> list[str]:
-    """What `rule all` builds: every report of every experiment in `build`."""
-    return [path for experiment in params["build"]
-            for kind in report_kinds(params, experiment)
-            for path in report_outputs(experiment, kind).values()]
+    """What `rule all` builds: every report of every experiment in `build`, then what is
+    published over them (the LaTeX document, the reproduction check, one HTML page a paper)."""
+    return [*(path for experiment in params["build"]
+              for kind in report_kinds(params, experiment)
+              for path in report_outputs(experiment, kind).values()),
+            *publish_outputs(params).values()]
+
+
+def papers_in_build(params: dict[str, Any]) -> list[str]:
+    names = ["pmtrec" if is_ranking(params, e) else "mptrec" for e in params["build"]]
+    return list(dict.fromkeys(names))
+
+
+def publish_outputs(params: dict[str, Any]) -> dict[str, str]:
+    """What `mtlrec publish` writes over all experiments in `build`."""
+    found = {"latex": "results/paper_tables.tex", "check_md": "docs/reproduction.md",
+             "check_csv": "results/reproduction.csv"}
+    found.update({f"html_{paper}": f"results/report/{paper}.html"
+                  for paper in papers_in_build(params)})
+    return found
+
+
+def publish_inputs(params: dict[str, Any], what: str) -> list[str]:
+    """latex: every .tex table; check: every curated metrics file; html_<paper>: that paper's
+    report outputs, the check's page and its runs' metrics.json files."""
+    from mtlrec.report.publish import outputs_of
+
+    if what == "latex":
+        return outputs_of(params, ".tex")
+    if what == "check":
+        return outputs_of(params, ".json")
+    paper = what.removeprefix("html_")
+    runs = [path for e in params["build"] if ("pmtrec" if is_ranking(params, e) else "mptrec")
+            == paper for kind in report_kinds(params, e) if kind not in ("notebook", "tsne",
+                                                                          "correlations")
+            for path in report_inputs(params, e, kind)]
+    return [*outputs_of(params, "", paper), publish_outputs(params)["check_md"],
+            *dict.fromkeys(runs)]
+
+
+def publish_cmd(what: str) -> str:
+    if what.startswith("html_"):
+        return f"mtlrec publish html --params {{params_file}} --paper {what.removeprefix('html_')}"
+    return f"mtlrec publish {what} --params {{params_file}}"
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -373,6 +420,8 @@ STAGE_CODE = {
                                                      "mtlrec.data.sources")),
     "rank": ("mtlrec.ranking.run", ()),
     **{kind: ("mtlrec.report.ranking", ()) for kind in RANK_REPORT_KINDS},
+    "publish": ("mtlrec.report.publish", ()),
+    "html": ("mtlrec.report.html", ()),
 }
 
 
@@ -455,7 +504,7 @@ def report_keys(params: dict[str, Any], experiment: str, kind: str) -> list[str]
     if kind in RANK_REPORT_KINDS:
         return [f"report.{experiment}.{kind}", "rank_train.seeds", "rank_train.ks",
                 "rank_methods"]
-    keys = [f"report.{experiment}.{kind}", "train.seeds"]
+    keys = [f"report.{experiment}.{kind}", "train.seeds", "display.names"]
     if kind == "tsne":
         dataset = experiment_dataset(params, experiment)
         keys += [f"experiments.{experiment}", f"datasets.{dataset}.split"]
@@ -604,7 +653,7 @@ def _run_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
         yield Stage(f"masks-{experiment}", masks_cmd(params, experiment, seed),
                     [data, *_label_deps(params, experiment, tasks), *stage_code("masks")],
                     run_keys(params, experiment, None), outs=[f"{out}/masks.pt"],
-                    metrics=[f"{out}/masks.json"], per_seed=True)
+                    files=[f"{out}/masks.json"], per_seed=True)
     for run in runs:
         model, _ = run_model(params, run)
         deps = [data, *_label_deps(params, experiment, run_tasks(params, experiment, run))]
@@ -613,7 +662,7 @@ def _run_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
         out = run_dir(experiment, run, seed)
         yield Stage(f"train-{experiment}-{run}", train_cmd(params, experiment, run, seed),
                     deps + stage_code("train", (model,)), run_keys(params, experiment, run),
-                    outs=[f"{out}/model.pt"], metrics=[f"{out}/metrics.json"], per_seed=True)
+                    outs=[f"{out}/model.pt"], files=[f"{out}/metrics.json"], per_seed=True)
     for run in new_task_runs(params, experiment):
         method = new_task_method(run)
         backbone = backbone_run(params, method)
@@ -624,7 +673,7 @@ def _run_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
         yield Stage(f"newtask-{experiment}-{method}", newtask_cmd(params, experiment, method, seed),
                     deps + stage_code("newtask", (model,)),
                     newtask_keys(params, experiment, method),
-                    outs=[f"{out}/model.pt"], metrics=[f"{out}/metrics.json"], per_seed=True)
+                    outs=[f"{out}/model.pt"], files=[f"{out}/metrics.json"], per_seed=True)
 
 
 def _report_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
@@ -641,7 +690,7 @@ def _report_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
         yield Stage(f"{kind}-{experiment}", report_cmd(params, experiment, kind),
                     deps + stage_code(kind, models if kind == "tsne" else ()),
                     report_keys(params, experiment, kind),
-                    files=list(report_outputs(experiment, kind).values()))
+                    **_report_files(experiment, kind))
     if report.get("notebook"):
         deps = [path for kind in report_runs(report)
                 for path in report_outputs(experiment, kind).values()
@@ -651,6 +700,33 @@ def _report_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
                     files=list(report_outputs(experiment, "notebook").values()))
 
 
+def _report_files(experiment: str, kind: str) -> dict[str, list[str]]:
+    """A report's outputs for DVC: curated metrics files as metrics, the rest (curves CSV
+    included: its plots are declared at the top level, see `dvc_plots`) as plain files (all kept
+    in git)."""
+    outputs = report_outputs(experiment, kind)
+    return {"files": [p for k, p in outputs.items() if k != "json"],
+            "metrics": [outputs["json"]] if "json" in outputs else []}
+
+
+def _publish_stages(params: dict[str, Any]) -> Iterator[Stage]:
+    outputs = publish_outputs(params)
+    yield Stage("publish-latex", publish_cmd("latex"),
+                [*publish_inputs(params, "latex"), *stage_code("publish")], [],
+                files=[outputs["latex"]])
+    yield Stage("publish-check", publish_cmd("check"),
+                [*publish_inputs(params, "check"), *stage_code("publish")], ["reproduction"],
+                files=[outputs["check_md"], outputs["check_csv"]])
+    for paper in papers_in_build(params):
+        what = f"html_{paper}"
+        deps = [p for p in publish_inputs(params, what) if not p.startswith("runs/")]
+        runs = sorted({"/".join(p.split("/")[:3]) for p in publish_inputs(params, what)
+                       if p.startswith("runs/")})
+        yield Stage(f"publish-html-{paper}", publish_cmd(what),
+                    [*deps, *runs, *stage_code("html")],
+                    ["reproduction", "display.names", "rank_methods"], files=[outputs[what]])
+
+
 def _rank_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
     seed = "${item.seed}"
     data = interactions_dir(experiment_dataset(params, experiment))
@@ -658,14 +734,13 @@ def _rank_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
         out = run_dir(experiment, run, seed)
         yield Stage(f"rank-{experiment}-{run}", rank_cmd(params, experiment, run, seed),
                     [data, *stage_code("rank")], rank_keys(params, experiment, run),
-                    outs=[f"{out}/model.pt"], metrics=[f"{out}/metrics.json"], per_seed=True,
+                    outs=[f"{out}/model.pt"], files=[f"{out}/metrics.json"], per_seed=True,
                     seeds="${rank_train.seeds}")
     report = params["report"][experiment]
     for kind, names in rank_report_runs(report).items():
         yield Stage(f"{kind}-{experiment}", rank_report_cmd(experiment, kind),
                     [*(f"runs/{experiment}/{n}" for n in names), *stage_code(kind)],
-                    report_keys(params, experiment, kind),
-                    files=list(report_outputs(experiment, kind).values()))
+                    report_keys(params, experiment, kind), **_report_files(experiment, kind))
 
 
 def stages(params: dict[str, Any]) -> Iterator[Stage]:
@@ -677,6 +752,7 @@ def stages(params: dict[str, Any]) -> Iterator[Stage]:
             continue
         yield from _run_stages(params, experiment)
         yield from _report_stages(params, experiment)
+    yield from _publish_stages(params)
 
 
 def render_dvc_yaml(params: dict[str, Any]) -> str:
@@ -697,7 +773,36 @@ def render_dvc_yaml(params: dict[str, Any]) -> str:
         if stage.metrics:
             entry["metrics"] = [{path: {"cache": False}} for path in stage.metrics]
         rendered[stage.name] = entry
-    return DVC_HEADER + yaml.safe_dump({"stages": rendered}, sort_keys=False, width=100)
+    document = {"stages": rendered, "plots": dvc_plots(params)}
+    return DVC_HEADER + yaml.safe_dump(document, sort_keys=False, width=100)
+
+
+def curve_panels(params: dict[str, Any], experiment: str, kind: str) -> dict[str, list[str]]:
+    """The columns of a report's curves CSV (`report_outputs(...)["curves"]`), by panel: Table 2,
+    one panel per task with a column `<model>/<task>` per model; the ranking curves, one panel
+    for the first metric of the report with a column `<method>/<metric>` per method."""
+    report = params["report"][experiment]
+    if kind == "table2":
+        tasks = params["experiments"][experiment]["tasks"]
+        return {task: [f"{m}/{task}" for m in report["table2"]["models"]] for task in tasks}
+    if kind == "rank_curves":
+        metric = rank_table_metrics(params, report["rank_curves"])[0]
+        return {metric: [f"{m}/{metric}" for m in report["rank_curves"]["methods"]]}
+    return {}
+
+
+def dvc_plots(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Top-level DVC plots: one line plot per curves panel, every run of the panel a line
+    (`dvc plots show`, `dvc plots diff`)."""
+    plots = []
+    for experiment in params["build"]:
+        for kind in report_kinds(params, experiment):
+            path = report_outputs(experiment, kind).get("curves")
+            for panel, columns in curve_panels(params, experiment, kind).items():
+                plots.append({f"{experiment}: validation {panel}": {
+                    "template": "linear", "x": "epoch", "y": {path: columns},
+                    "x_label": "epoch", "y_label": f"validation {panel} (mean over seeds)"}})
+    return plots
 
 
 def dvc_yaml_is_current(params: dict[str, Any], path: Path = REPO_ROOT / "dvc.yaml") -> bool:

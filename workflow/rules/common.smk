@@ -6,8 +6,31 @@
 import yaml
 
 from mtlrec import workflow as dag
-from mtlrec.config import check_cross_references, validate
+from mtlrec.config import check_cross_references, deep_merge, validate
 from mtlrec.errors import MtlrecError
+
+def stack_profile_overlay(config, workflow):
+    """A profile names its params overlay twice: as its `configfile` and as the config key
+    `mtlrec_profile_params`. A `--configfile` on the command line replaces the profile's
+    configfile list, so the overlay is merged here again: params.yaml < the profile's overlay <
+    each --configfile < --config. Without the key (no profile) the config is left as it is."""
+    overlay = config.pop("mtlrec_profile_params", None)
+    if overlay is None:
+        return
+    users = [f for f in workflow.overwrite_configfiles
+             if os.path.abspath(f) != os.path.abspath(overlay)]
+    merged = {}
+    for path in ["params.yaml", overlay, *users]:
+        with open(path) as handle:
+            merged = deep_merge(merged, yaml.safe_load(handle) or {})
+    settings = {k: v for k, v in (workflow.config_settings.overwrite_config or {}).items()
+                if k != "mtlrec_profile_params"}
+    merged = deep_merge(merged, settings)
+    config.clear()
+    config.update(merged)
+
+
+stack_profile_overlay(config, workflow)
 
 try:
     validate(config)
@@ -51,3 +74,12 @@ wildcard_constraints:
     method=r"[A-Za-z][A-Za-z0-9_]*",
     task=r"[A-Za-z][A-Za-z0-9_]*",
     seed=r"\d+",
+
+
+def registered_outputs(kind):
+    """A report's outputs, its figures registered for `snakemake --report` (captioned by
+    workflow/report/figure.rst, grouped by experiment)."""
+    outputs = dag.report_outputs("{experiment}", kind)
+    return {name: report(path, caption="../report/figure.rst", category="{experiment}",
+                         labels={"figure": kind})
+            if name == "png" else path for name, path in outputs.items()}

@@ -48,7 +48,7 @@ for _kind in dag.RANK_REPORT_KINDS:
         input:
             lambda w, kind=_kind: dag.report_inputs(config, w.experiment, kind),
         output:
-            **dag.report_outputs("{experiment}", _kind),
+            **registered_outputs(_kind),
         params:
             tracked=lambda w, kind=_kind: dag.param_values(
                 config, dag.report_keys(config, w.experiment, kind)

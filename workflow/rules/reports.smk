@@ -5,7 +5,7 @@ rule table2:
     input:
         lambda w: dag.report_inputs(config, w.experiment, "table2"),
     output:
-        **dag.report_outputs("{experiment}", "table2"),
+        **registered_outputs("table2"),
     params:
         tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "table2")),
         cmd=lambda w: command(dag.report_cmd(config, w.experiment, "table2")),
@@ -21,7 +21,7 @@ rule ablation:
     input:
         lambda w: dag.report_inputs(config, w.experiment, "ablation"),
     output:
-        **dag.report_outputs("{experiment}", "ablation"),
+        **registered_outputs("ablation"),
     params:
         tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "ablation")),
         cmd=lambda w: command(dag.report_cmd(config, w.experiment, "ablation")),
@@ -37,7 +37,7 @@ rule em:
     input:
         lambda w: dag.report_inputs(config, w.experiment, "em"),
     output:
-        **dag.report_outputs("{experiment}", "em"),
+        **registered_outputs("em"),
     params:
         tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "em")),
         cmd=lambda w: command(dag.report_cmd(config, w.experiment, "em")),
@@ -53,7 +53,7 @@ rule tsne:
     input:
         lambda w: dag.report_inputs(config, w.experiment, "tsne"),
     output:
-        **dag.report_outputs("{experiment}", "tsne"),
+        **registered_outputs("tsne"),
     params:
         tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "tsne")),
         cmd=lambda w: command(dag.report_cmd(config, w.experiment, "tsne")),
@@ -72,7 +72,7 @@ rule notebook:
         lambda w: dag.report_inputs(config, w.experiment, "notebook"),
         notebook=f"{REPO}/notebooks/report.ipynb",
     output:
-        **dag.report_outputs("{experiment}", "notebook"),
+        **registered_outputs("notebook"),
     params:
         cmd=lambda w: command(dag.report_cmd(config, w.experiment, "notebook")),
     conda:
@@ -87,7 +87,7 @@ rule table3:
     input:
         lambda w: dag.report_inputs(config, w.experiment, "table3"),
     output:
-        **dag.report_outputs("{experiment}", "table3"),
+        **registered_outputs("table3"),
     params:
         tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "table3")),
         cmd=lambda w: command(dag.report_cmd(config, w.experiment, "table3")),
@@ -103,7 +103,7 @@ rule table4:
     input:
         lambda w: dag.report_inputs(config, w.experiment, "table4"),
     output:
-        **dag.report_outputs("{experiment}", "table4"),
+        **registered_outputs("table4"),
     params:
         tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "table4")),
         cmd=lambda w: command(dag.report_cmd(config, w.experiment, "table4")),
@@ -119,7 +119,7 @@ rule newtask_ablation:
     input:
         lambda w: dag.report_inputs(config, w.experiment, "newtask_ablation"),
     output:
-        **dag.report_outputs("{experiment}", "newtask_ablation"),
+        **registered_outputs("newtask_ablation"),
     params:
         tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "newtask_ablation")),
         cmd=lambda w: command(dag.report_cmd(config, w.experiment, "newtask_ablation")),
@@ -135,7 +135,7 @@ rule correlations:
     input:
         lambda w: dag.report_inputs(config, w.experiment, "correlations"),
     output:
-        **dag.report_outputs("{experiment}", "correlations"),
+        **registered_outputs("correlations"),
     params:
         tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "correlations")),
         cmd=lambda w: command(dag.report_cmd(config, w.experiment, "correlations")),

@@ -1,6 +1,6 @@
 """Census-Income (KDD): raw UCI files -> typed columns and labels.
 
-Follows the official MPT-Rec preprocessing (design/mptrec-spec.md section 9): 42 raw columns, 29
+Follows the official MPT-Rec preprocessing (docs/spec/mptrec.md section 9): 42 raw columns, 29
 sparse fields, 11 dense fields (the instance weight is kept as a feature, as in the official code).
 The tasks are declarations in params (`datasets.census.tasks`, mtlrec.data.tasks): income > 50k
 (T1), marital == "Never married" (T2), and the new tasks education == Bachelors and sex == Male.

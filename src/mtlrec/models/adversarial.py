@@ -36,7 +36,7 @@ def schedule_progress(kind: str, epoch: int, step: int, steps_per_epoch: int, ep
     - `dann`: p = global step / total steps, rising once from 0 to 1 (the paper's reference, DANN).
     - `official`: the MPT-Rec code's p = (step + (epoch - 1) * batch_size) / (epochs * batch_size),
       which uses the batch size where DANN uses the number of batches, so alpha rises and falls back
-      every epoch (design/mptrec-spec.md section 1.3, bug #1).
+      every epoch (docs/spec/mptrec.md section 1.3, bug #1).
     """
     if kind == "dann":
         return ((epoch - 1) * steps_per_epoch + step) / (epochs * steps_per_epoch)

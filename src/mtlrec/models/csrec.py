@@ -1,7 +1,7 @@
 """CSRec: Sparse Sharing plus a contrastive subnetwork per task step.
 
 Paper: Bai et al., "A Contrastive Sharing Model for Multi-Task Recommendation", WWW 2022, with the
-official code's settings (design/mptrec-spec.md 5.1): the Sparse Sharing model and masks, and in
+official code's settings (docs/spec/mptrec.md 5.1): the Sparse Sharing model and masks, and in
 task k's step, besides the gradient of its BCE through its subnetwork m_k, the gradient of **-BCE**
 through the contrastive subnetwork c = 1 - prod_j m_j (everything but the part all tasks share),
 masked by c and added to the masked weights' gradients before the Adam step. The contrastive pass

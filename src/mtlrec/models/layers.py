@@ -1,6 +1,6 @@
 """Building blocks shared by every model: typed-feature embedding, MLP, gate, tower, L2 penalty.
 
-Conventions follow the official MPT-Rec code (design/mptrec-spec.md section 1.1):
+Conventions follow the official MPT-Rec code (docs/spec/mptrec.md section 1.1):
 - an MLP is Linear layers with ReLU after every one (the last included, "relu out"), so an expert's
   output is non-negative; a tower is an MLP whose last Linear maps to 1 logit (the sigmoid is folded
   into the loss as BCE-with-logits, which is the same maths, numerically safer);

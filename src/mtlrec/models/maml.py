@@ -2,7 +2,7 @@
 
 Paper: Finn, Abbeel, Levine, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks",
 ICML 2017 (Algorithm 1, supervised), as the MPT-Rec paper (Bai et al. 2024, section 4.3.2) uses it
-for new-task adoption. No official MPT-Rec driver exists (design/mptrec-spec.md section 5.1: the
+for new-task adoption. No official MPT-Rec driver exists (docs/spec/mptrec.md section 5.1: the
 only hook, `SingleTask.functional_forward`, ignores its fast weights), so every choice below is
 ours (docs/deviations.md, "MAML"):
 

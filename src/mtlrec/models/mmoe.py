@@ -1,7 +1,7 @@
 """MMOE: Multi-gate Mixture-of-Experts.
 
 Paper: Ma et al., "Modeling Task Relationships in Multi-task Learning with Multi-gate
-Mixture-of-Experts", KDD 2018. Configured as in MPT-Rec's Table 2 (design/mptrec-spec.md 5.1):
+Mixture-of-Experts", KDD 2018. Configured as in MPT-Rec's Table 2 (docs/spec/mptrec.md 5.1):
 3 experts (256,128), per-task gate Linear(D_in -> 3, no bias) + softmax on the embedding output,
 towers (64,32); reg 3e-4 on embeddings and expert/tower weights (not gates).
 """

@@ -3,7 +3,7 @@ classifier over EM-clustered pseudo task labels, and task-aware fusion.
 
 Paper: Bai et al., "Efficient Multi-task Prompt Tuning for Recommendation", 2024 (arXiv
 2408.17214), section 3.2, eqs. 1-9; the official code BAI-LAB/MPTRec as read in
-design/mptrec-spec.md sections 1-2, 4 and 8.
+docs/spec/mptrec.md sections 1-2, 4 and 8.
 
     x          = Embedding(dense, sparse)                               [B, D_in]
     h_share    = SharedExpert(x)                                        [B, d]   (the generator)

@@ -2,7 +2,7 @@
 
 Paper: Tang et al., "Progressive Layered Extraction (PLE): A Novel Multi-Task Learning (MTL)
 Model for Personalized Recommendations", RecSys 2020. Configured as in MPT-Rec's Table 2
-(design/mptrec-spec.md 5.1): 2 levels, 1 shared + 1 specific expert per task per level, single-layer
+(docs/spec/mptrec.md 5.1): 2 levels, 1 shared + 1 specific expert per task per level, single-layer
 experts (256,), towers (64,32), gates Linear without bias (two_task code; `gate_bias` switches it).
 Each task gate mixes that task's specific experts and the shared ones; every level but the last also
 has a shared gate over all experts, whose output is the next level's shared input. Each gate reads

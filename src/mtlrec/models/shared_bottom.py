@@ -1,7 +1,7 @@
 """Shared Bottom: one shared MLP over the embeddings, one tower per task.
 
 Paper: Caruana 1997 / Ruder 2017, as configured in MPT-Rec (Bai et al. 2024) Table 2
-(design/mptrec-spec.md section 5.1: bottom (256,128), towers (64,32), reg 3e-4 on Census).
+(docs/spec/mptrec.md section 5.1: bottom (256,128), towers (64,32), reg 3e-4 on Census).
 """
 
 from __future__ import annotations

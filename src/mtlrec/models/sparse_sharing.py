@@ -1,7 +1,7 @@
 """Sparse Sharing: per-task subnetworks of one shared bottom, found by pruning, trained jointly.
 
 Paper: Sun et al., "Learning Sparse Sharing Architectures for Multiple Tasks", AAAI 2020, as
-configured in MPT-Rec's Table 2 (design/mptrec-spec.md 5.1): a Shared Bottom whose bottom weight
+configured in MPT-Rec's Table 2 (docs/spec/mptrec.md 5.1): a Shared Bottom whose bottom weight
 matrices (not biases) are masked per task. The masks come from iterative magnitude pruning
 (`mtlrec masks`, mtlrec.train.pruning) and are loaded with `load_masks`; they are buffers, so they
 travel in model.pt. Training steps once per task per batch: task k's loss (its BCE + the embedding

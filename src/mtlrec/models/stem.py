@@ -1,7 +1,7 @@
 """STEM: shared and task-specific embeddings with all-forward task-specific gating.
 
 Paper: Su et al., "STEM: Unleashing the Power of Embeddings for Multi-task Recommendation", AAAI
-2024 (arXiv 2308.13537). Configured as in MPT-Rec's Table 2 (design/mptrec-spec.md 5.1): one shared
+2024 (arXiv 2308.13537). Configured as in MPT-Rec's Table 2 (docs/spec/mptrec.md 5.1): one shared
 embedding table and shared expert, one embedding table and specific expert (256,128) per task; task
 k's gate reads emb_k(x) + emb_shared(x) and mixes all K specific experts and the shared expert
 (Linear without bias + softmax); the other tasks' specific expert outputs enter task k's mixture

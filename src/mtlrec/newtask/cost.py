@@ -1,4 +1,4 @@
-"""#Params and #FLOPs by the MPT-Rec paper's convention (design/mptrec-spec.md section 5.2).
+"""#Params and #FLOPs by the MPT-Rec paper's convention (docs/spec/mptrec.md section 5.2).
 
 - #Params: the parameters that train (numel), and, as the denominator of the percentages, every
   parameter of the same architecture trained jointly on all tasks (embeddings included).

@@ -1,6 +1,6 @@
 """Fine-tuned baselines for a new task: a pre-trained multi-task model, part of it frozen, a new
 one-task part trained (Shared Bottom*, MMOE*, PLE* of the MPT-Rec paper, section 4.3.2, Fig. 3;
-the official `baseline/*/CensusIncome_NewTask.py` as read in design/mptrec-spec.md section 5.1).
+the official `baseline/*/CensusIncome_NewTask.py` as read in docs/spec/mptrec.md section 5.1).
 
 What each freezes (the parts that train start from a fresh initialisation, as the official
 scripts delete them from the checkpoint before loading it):

@@ -1,7 +1,7 @@
 """MPT-Rec's prompt tuning of a new task on the frozen pre-trained MPT-Rec (the NewTask head).
 
 Paper: Bai et al., "Efficient Multi-task Prompt Tuning for Recommendation", 2024, section 3.3,
-eqs. 10-15; the official three_task branch as read in design/mptrec-spec.md section 3.3:
+eqs. 10-15; the official three_task branch as read in docs/spec/mptrec.md section 3.3:
 
     h_p   = LayerNorm(W2 ReLU(W1 x))          W1: D_in -> d/2, W2: d/2 -> d, no biases   (eq. 10)
     w     = softmax_k(h_p . e_k / tau)        instance-level weights over the K tasks    (eq. 11)

@@ -208,7 +208,7 @@ def _cost(params: dict[str, Any], spec: dict[str, Any], model: MultiTaskModel,
           num_all_tasks: int, batch_size: int, device: torch.device, objective: Any
           ) -> dict[str, int]:
     """Trained params and forward multiply-adds per training batch, and the same of the backbone
-    architecture trained jointly on all tasks (design/mptrec-spec.md section 5.2)."""
+    architecture trained jointly on all tasks (docs/spec/mptrec.md section 5.2)."""
     from mtlrec.data.batches import batch_indices
     from mtlrec.models.layers import Batch, StepInfo
 

@@ -5,7 +5,7 @@ lists which of them it trains (the first is the main task).
 
 Each task draws what it needs for a batch of training interactions (users [B], items [B]) as
 named rows of the embedding table (users 0..U-1, items U..U+I-1), then its loss reads those rows'
-embeddings. Choices the paper leaves open (design/pmtrec-spec.md section 1.4; docs/deviations.md):
+embeddings. Choices the paper leaves open (docs/spec/pmtrec.md section 1.4; docs/deviations.md):
 
 - `bpr`: -log sigmoid(e_u.e_i - e_u.e_j), one uniform negative j per positive, redrawn (up to
   `tries` times) while it is a training positive of u (the LightGCN convention).

@@ -21,24 +21,16 @@ import pyarrow.parquet as pq
 from mtlrec.config import FULL_PREFIX, NEW_TASK_PREFIX
 from mtlrec.errors import MtlrecError
 from mtlrec.provenance import write_text_atomic
-from mtlrec.report.tables import DISPLAY_NAMES, _provenance_lines, collect, paper_values
-
-METHOD_NAMES = {
-    "prompt": "MPT-Rec", "prompt_fw": "MPT-Rec (FW)", "prompt_tes": "MPT-Rec (TES)",
-    "prompt_share": "MPT-Rec (Share)", "prompt_specific": "MPT-Rec (Specific)",
-    "prompt_no_gan": "MPT-Rec (-GAN)", "shared_bottom_ft": "Shared*", "mmoe_ft": "MMOE*",
-    "ple_ft": "PLE*", "maml": "MAML",
-}
-
-
-def display(name: str) -> str:
-    return METHOD_NAMES.get(name, DISPLAY_NAMES.get(name, name))
+from mtlrec.report.cells import cell, metrics_path, write_cells
+from mtlrec.report.latex import fixed, render_table, signed, tex_row
+from mtlrec.report.tables import _provenance_lines, collect, display, paper_values
 
 
 def _mean_std(values: list[float], decimals: int) -> str:
     if len(values) < 2:
-        return f"{values[0]:.{decimals}f}"
-    return f"{statistics.fmean(values):.{decimals}f} ± {statistics.stdev(values):.{decimals}f}"
+        return fixed(values[0], decimals)
+    mean, std = statistics.fmean(values), statistics.stdev(values)
+    return f"{fixed(mean, decimals)} ± {fixed(std, decimals)}"
 
 
 def _paired_p(a: list[float], b: list[float]) -> float:
@@ -58,23 +50,14 @@ def _short(count: float) -> str:
     return f"{count:.0f}"
 
 
-def _tex(text: str) -> str:
-    return (text.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%")
-            .replace("±", r"$\pm$").replace("&", r"\&").replace("#", r"\#"))
-
-
 def _write(stem: Path, title: str, head: list[str], body: list[list[str]], notes: list[str],
            csv: str) -> None:
     md = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(row) + " |" for row in body]
     md += [""] + [f"- {note}" for note in notes]
-    tex = [f"% {title}"] + [f"% {note}" for note in notes] + [
-        r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
-        " & ".join(_tex(h) for h in head) + r" \\", r"\midrule"]
-    tex += [" & ".join(_tex(c) for c in row) + r" \\" for row in body]
-    tex += [r"\bottomrule", r"\end{tabular}"]
+    tex = render_table(title, stem.name, "l" + "r" * (len(head) - 1), [tex_row(head)], body, notes)
     write_text_atomic(stem.with_suffix(".md"), "\n".join(md) + "\n")
-    write_text_atomic(stem.with_suffix(".tex"), "\n".join(tex) + "\n")
+    write_text_atomic(stem.with_suffix(".tex"), tex)
     if csv:
         write_text_atomic(stem.with_suffix(".csv"), csv)
 
@@ -119,7 +102,7 @@ def make_table3(params: dict[str, Any], experiment: str, runs_root: Path, out_di
         if row is candidate:
             ours += f" ({row['of_full']:.1%})"
         body.append([
-            display(row["method"]), ours,
+            display(params, row["method"]), ours,
             "--" if "auc" not in ref else f"{ref['auc']:.{decimals}f}" + (
                 f" ({ref['of_full']:.1%})" if "of_full" in ref else ""),
             f"{_short(cost['trained_params'])} ({share:.1%})", ref.get("params", "--"),
@@ -127,25 +110,27 @@ def make_table3(params: dict[str, Any], experiment: str, runs_root: Path, out_di
             *([_mean_std(v, decimals) for v in row["existing"].values()]
               if row["existing"] is not None else ["n/a"] * len(exp["tasks"]))])
     full_cost = full[0]
-    body.append([f"{display(table['full'])} full training", _mean_std(full_scores, decimals),
+    full_name = display(params, table["full"])
+    body.append([f"{full_name} full training", _mean_std(full_scores, decimals),
                  "--", _short(full_cost["num_params"]), "--", "--", "--",
                  *(_mean_std([r[key][t] for r in full], decimals) for t in exp["tasks"])])
     notes = [
         f"T3 = {new}; tasks T1..: {exp['tasks']}; inputs without {full[0].get('dropped_inputs')}",
-        f"({candidate['of_full']:.1%}) = {display(candidate['method'])}'s T3 {label} over "
-        f"{display(table['full'])} trained fully on all tasks (paper: 99.7%)",
+        f"({candidate['of_full']:.1%}) = {display(params, candidate['method'])}'s T3 {label} over "
+        f"{display(params, table['full'])} trained fully on all tasks (paper: 99.7%)",
         "#Params: parameters trained for T3 (percentage: of the same model trained fully on all"
         " tasks, embeddings included); #FLOPs: multiply-adds of one training batch's forward"
         f" ({cost['batch_size']} rows) of what trains, against the full model's training "
         "forward; the paper's Shared*/MMOE* counts include both removed 2-task heads "
-        "(design/mptrec-spec.md section 5.2)",
+        "(docs/spec/mptrec.md section 5.2)",
         f"T1.. frozen: the pre-trained run's test {label}, which stage 2 does not change (n/a:"
         " MAML fine-tunes every weight of its meta-learnt network)",
     ]
     if best is not None:
         p = _paired_p(candidate["scores"], best["scores"])
         test = f"p={p:.3g}" if not math.isnan(p) else "needs at least 2 seeds"
-        notes.append(f"{display(candidate['method'])} vs {display(best['method'])} (best other):"
+        notes.append(f"{display(params, candidate['method'])} vs "
+                     f"{display(params, best['method'])} (best other):"
                      f" paired t-test over seeds {test}")
     notes += _provenance_lines(runs)
     csv = [f"method,seed_index,test_{label.lower()},trained_params,full_params,"
@@ -161,7 +146,12 @@ def make_table3(params: dict[str, Any], experiment: str, runs_root: Path, out_di
              f"{len(seeds)} seed(s), cost of learning T3")
     stem = out_dir / f"table3_{experiment}"
     _write(stem, title, head, body, notes, "\n".join(csv) + "\n")
-    _write_times(out_dir / f"table3_{experiment}_time.md", runs_root, experiment, methods,
+    cells = {row["method"]: {new: cell(row["scores"], paper.get(row["method"], {}).get("auc")
+                                       if label == "AUC" else None)} for row in rows}
+    cells[full_run] = {new: cell(full_scores)}
+    write_cells(metrics_path(out_dir, stem.name), experiment=experiment, kind="table3",
+                metric=label, n_seeds=len(seeds), cells=cells)
+    _write_times(params, out_dir / f"table3_{experiment}_time.md", runs_root, experiment, methods,
                  full_run, seeds)
     return rows
 
@@ -175,7 +165,8 @@ def _wall(runs_root: Path, experiment: str, run: str, seeds: list[int]) -> list[
     return walls
 
 
-def _write_times(path: Path, runs_root: Path, experiment: str, methods: list[str],
+def _write_times(params: dict[str, Any], path: Path, runs_root: Path, experiment: str,
+                 methods: list[str],
                  full_run: str, seeds: list[int]) -> None:
     """Measured wall time of each method's T3 training (feature caching included) and its
     ratio to the full retraining on all tasks (timing.json of the same pipeline run)."""
@@ -185,10 +176,11 @@ def _write_times(path: Path, runs_root: Path, experiment: str, methods: list[str
     for method in methods:
         walls = _wall(runs_root, experiment, NEW_TASK_PREFIX + method, seeds)
         if not walls or not full:
-            lines.append(f"| {display(method)} | -- | -- |")
+            lines.append(f"| {display(params, method)} | -- | -- |")
             continue
         ratio = statistics.fmean(full) / statistics.fmean(walls)
-        lines.append(f"| {display(method)} | {statistics.fmean(walls):.1f} | {ratio:.1f}x |")
+        lines.append(f"| {display(params, method)} | {statistics.fmean(walls):.1f} | "
+                     f"{ratio:.1f}x |")
     if full:
         lines.append(f"| {full_run} (full retraining) | {statistics.fmean(full):.1f} | 1.0x |")
     lines += ["", "- jobs ran side by side on the pipeline's cores, so these are indicative; "
@@ -224,8 +216,10 @@ def make_table4(params: dict[str, Any], experiment: str, runs_root: Path, out_di
             ref = paper.get(model, {}).get(task, "--")
             rows.append({"model": model, "task": task, "two": two, "three": three,
                          "delta": mean, "p": p, "sign": sign, "paper": ref})
-            body.append([display(model), f"T{i} ({task})", f"{statistics.fmean(two):.4f}",
-                         f"{statistics.fmean(three):.4f}", f"{mean:+.5f} ± {spread:.5f}",
+            body.append([display(params, model), f"T{i} ({task})",
+                         f"{statistics.fmean(two):.4f}",
+                         f"{statistics.fmean(three):.4f}",
+                         f"{signed(mean, 5)} ± {fixed(spread, 5)}",
                          "--" if math.isnan(p) else f"{p:.3g}",
                          sign + mark, ref,
                          "yes" if ref == sign else ("--" if ref == "--" else "no")])
@@ -246,6 +240,13 @@ def make_table4(params: dict[str, Any], experiment: str, runs_root: Path, out_di
     title = (f"Table 4 ({exp['dataset']}, new task {new}): negative transfer under full "
              f"training, test {key.removeprefix('test_').upper()}")
     _write(out_dir / f"table4_{experiment}", title, head, body, notes, "\n".join(csv) + "\n")
+    cells: dict[str, dict[str, Any]] = {}
+    for r in rows:  # the delta of adding T3 per model and task (the paper reports its sign)
+        deltas = [b - a for a, b in zip(r["two"], r["three"], strict=True)]
+        cells.setdefault(r["model"], {})[r["task"]] = cell(deltas)
+    write_cells(metrics_path(out_dir, f"table4_{experiment}"), experiment=experiment,
+                kind="table4", metric=f"delta {key.removeprefix('test_').upper()}",
+                n_seeds=len(seeds), cells=cells)
     return rows
 
 
@@ -266,16 +267,19 @@ def make_newtask_ablation(params: dict[str, Any], experiment: str, runs_root: Pa
     for method in methods:
         p = _paired_p(scores[method], reference)
         delta = statistics.fmean(scores[method]) - statistics.fmean(reference)
-        body.append([display(method), _mean_std(scores[method], 4), f"{delta:+.4f}",
+        body.append([display(params, method), _mean_std(scores[method], 4), signed(delta, 4),
                      "--" if method == methods[0] or math.isnan(p) else f"{p:.3g}"])
     label = key.removeprefix("test_").upper()
     title = f"Stage-2 ablation ({experiment}): test {label} of the new task {new}"
-    notes = [f"Δ and p (paired t-test over seeds) against {display(methods[0])}",
+    notes = [f"Δ and p (paired t-test over seeds) against {display(params, methods[0])}",
              "FW: equal transfer weights; TES: task-level embedding similarity (Fig. 5); Share /"
              " Specific: z = h_share / h_new; -GAN: the head on a backbone pre-trained without "
              "the adversarial loss (Fig. 4 applied in stage 2)"]
     _write(tables / f"newtask_ablation_{experiment}", title,
            ["Variant", f"{label}/T3", "Δ", "p"], body, notes, "")
+    write_cells(metrics_path(tables, f"newtask_ablation_{experiment}"), experiment=experiment,
+                kind="newtask_ablation", metric=label, n_seeds=len(seeds),
+                cells={m: {new: cell(scores[m])} for m in methods})
     fig, ax = plt.subplots(figsize=(1.3 * len(methods) + 1.5, 3.4), layout="constrained")
     means = [statistics.fmean(scores[m]) for m in methods]
     stds = [statistics.stdev(scores[m]) if len(scores[m]) > 1 else 0.0 for m in methods]
@@ -286,7 +290,8 @@ def make_newtask_ablation(params: dict[str, Any], experiment: str, runs_root: Pa
     low = min(min(v) for v in scores.values())
     high = max(max(v) for v in scores.values())
     ax.set_ylim(low - 0.2 * (high - low + 1e-3), high + 0.2 * (high - low + 1e-3))
-    ax.set_xticks(range(len(methods)), [display(m) for m in methods], rotation=20, ha="right")
+    ax.set_xticks(range(len(methods)), [display(params, m) for m in methods], rotation=20,
+                  ha="right")
     ax.set_ylabel(f"test {label} of {new}")
     ax.set_title(f"New task {new}: prompt variants (mean ± std, dots = seeds)")
     save_png(fig, figures / f"newtask_ablation_{experiment}.png")
@@ -321,4 +326,11 @@ def make_correlations(params: dict[str, Any], experiment: str, labels_dir: Path,
     _write(tables / f"correlations_{experiment}",
            f"Task label correlations ({experiment}): |Pearson r| on the training file",
            ["Pair", "ours", "paper"], body, notes, "\n".join(csv) + "\n")
+    cells = {}
+    for name, r in found.items():
+        a, b = name.split("-")
+        ref = paper.get(name, paper.get(f"{b}-{a}"))
+        cells[name] = {"abs_pearson": cell([r], ref)}
+    write_cells(metrics_path(tables, f"correlations_{experiment}"), experiment=experiment,
+                kind="correlations", metric="|Pearson r|", n_seeds=1, cells=cells)
     return found

@@ -17,10 +17,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mtlrec.config import rank_report_runs, sweep_point  # noqa: E402
+from mtlrec.config import rank_report_runs, rank_table_metrics, sweep_point  # noqa: E402
 from mtlrec.errors import MtlrecError  # noqa: E402
 from mtlrec.provenance import write_text_atomic  # noqa: E402
+from mtlrec.report.cells import (  # noqa: E402
+    cell,
+    metrics_path,
+    plots_path,
+    write_cells,
+    write_curves,
+)
 from mtlrec.report.figures import save_png  # noqa: E402
+from mtlrec.report.latex import signed_percent  # noqa: E402
 from mtlrec.report.newtask import _mean_std, _paired_p, _write  # noqa: E402
 from mtlrec.report.tables import collect, paper_values  # noqa: E402
 
@@ -54,10 +62,7 @@ def _provenance(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 def _metrics(params: dict[str, Any], table: dict[str, Any]) -> list[str]:
-    if table.get("metrics"):
-        return list(table["metrics"])
-    ks = params["rank_train"]["ks"]
-    return [f"{kind}@{k}" for kind in ("recall", "ndcg") for k in ks]
+    return rank_table_metrics(params, table)
 
 
 def _paper(table: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -103,7 +108,7 @@ def _method_table(params: dict[str, Any], experiment: str, kind: str, runs_root:
             best = max(others, key=others.get)
             p = _paired_p(_values(runs[candidate], m), _values(runs[best], m))
             gain = statistics.fmean(_values(runs[candidate], m)) / others[best] - 1
-            row.append("n/a" if math.isnan(p) else f"{p:.3f} ({gain:+.1%} vs {best})")
+            row.append("n/a" if math.isnan(p) else f"{p:.3f} ({signed_percent(gain)} vs {best})")
         body.append(row)
         notes.append(f"p: paired t-test over seeds of {candidate} against the best other method "
                      f"of each column (by mean); significant below {table.get('level', 0.05)}; "
@@ -116,8 +121,14 @@ def _method_table(params: dict[str, Any], experiment: str, kind: str, runs_root:
     notes += _provenance(runs)
     title = {"rank_table2": "Table 2", "rank_table3": "Table 3 (task study)",
              "rank_ablation": "Ablation (Fig. 4)"}[kind]
-    _write(tables / f"{kind}_{experiment}", f"{title}: {experiment}", head, body, notes,
+    caption = (f"{title} ({experiment}): test Recall@K (R) and NDCG@K (N), mean ± std over "
+               f"{len(seeds)} seed(s)")
+    _write(tables / f"{kind}_{experiment}", caption, head, body, notes,
            "\n".join(csv) + "\n")
+    cells = {method: {m: cell(_values(runs[method], m), paper.get(method, {}).get(m))
+                      for m in metrics} for method in methods}
+    write_cells(metrics_path(tables, f"{kind}_{experiment}"), experiment=experiment, kind=kind,
+                metric="top-K", n_seeds=len(seeds), cells=cells)
     return runs
 
 
@@ -221,3 +232,7 @@ def _curves(params: dict[str, Any], experiment: str, runs_root: Path, tables: Pa
     ax.legend(fontsize=7)
     save_png(fig, figures / f"rank_curves_{experiment}.png")
     write_text_atomic(tables / f"rank_curves_{experiment}.md", "\n".join(md) + "\n")
+    series = {f"{method}/{metric}": [{e["epoch"]: e["val"][metric] for e in r["curves"]
+                                      if "val" in e} for r in results]
+              for method, results in runs.items()}
+    write_curves(plots_path(tables, f"rank_val_curves_{experiment}"), series)

@@ -16,20 +16,13 @@ import yaml
 
 from mtlrec.errors import MtlrecError
 from mtlrec.provenance import write_text_atomic
+from mtlrec.report import cells as curated
+from mtlrec.report.latex import fixed, render_table, signed, tex_row
 
-DISPLAY_NAMES = {
-    "single_task": "Single Task",
-    "shared_bottom": "Shared Bottom",
-    "mmoe": "MMOE",
-    "ple": "PLE",
-    "stem": "STEM",
-    "sparse_sharing": "Sparse Sharing",
-    "csrec": "CSRec",
-    "mptrec": "MPT-Rec",
-    "mptrec_share": "Share",
-    "mptrec_specific": "Specific",
-    "mptrec_no_gan": "-GAN",
-}
+
+def display(params: dict[str, Any], name: str) -> str:
+    """A run's name in tables and figures: `display.names.<name>` of params, else the name."""
+    return (params.get("display", {}).get("names") or {}).get(name, name)
 
 
 def paper_values() -> dict[str, Any]:
@@ -131,21 +124,22 @@ def _provenance_lines(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     ]
 
 
-def _significance_note(rows: list[dict[str, Any]], significance: dict[str, Any]) -> str:
+def _significance_note(params: dict[str, Any], rows: list[dict[str, Any]],
+                       significance: dict[str, Any]) -> str:
     candidate = next((r for r in rows if r["model"] == significance["candidate"]), None)
     if candidate is None:
         return "significance: candidate not in the table"
     parts = [
-        f"{task} vs {DISPLAY_NAMES.get(c['versus'], c['versus'])} p={c['p_value']:.3g}"
+        f"{task} vs {display(params, c['versus'])} p={c['p_value']:.3g}"
         for task, c in candidate["tasks"].items() if "versus" in c
     ]
-    name = DISPLAY_NAMES.get(significance["candidate"], significance["candidate"])
+    name = display(params, significance["candidate"])
     return (f"*: {name} above the best other model with p < {significance['level']} "
             f"(two-sided paired t-test over seeds): {'; '.join(parts)}")
 
 
 def _fmt(value: float, decimals: int) -> str:
-    return f"{value:.{decimals}f}"
+    return fixed(value, decimals)
 
 
 def _mean_std(cell: dict[str, Any], decimals: int, pm: str, star: str = "") -> str:
@@ -157,7 +151,7 @@ def _mean_std(cell: dict[str, Any], decimals: int, pm: str, star: str = "") -> s
 
 
 def _gain(value: float | None, decimals: int) -> str:
-    return "--" if value is None else f"{value:+.{decimals}f}"
+    return "--" if value is None else signed(value, decimals)
 
 
 def metric_label(metrics: dict[str, Any]) -> str:
@@ -167,53 +161,42 @@ def metric_label(metrics: dict[str, Any]) -> str:
     return get_metric(metrics.get("metric", "auc")).label
 
 
-def render_markdown(rows: list[dict[str, Any]], paper: dict[str, Any], decimals: int,
-                    title: str, notes: list[str]) -> str:
+def _cells(params: dict[str, Any], row: dict[str, Any], paper: dict[str, Any], decimals: int
+           ) -> list[str]:
+    """One model's plain-text cells: name, (ours, paper) per task, gain per task."""
+    cells = [display(params, row["model"])]
+    for task, cell in row["tasks"].items():
+        ref = paper.get(row["model"], {}).get(task)
+        cells += [_mean_std(cell, decimals, " ± ", "*"),
+                  "--" if ref is None else _fmt(ref, decimals)]
+    return cells + [_gain(cell["gain"], decimals) for cell in row["tasks"].values()]
+
+
+def render_markdown(params: dict[str, Any], rows: list[dict[str, Any]], paper: dict[str, Any],
+                    decimals: int, title: str, notes: list[str]) -> str:
     tasks, label = list(rows[0]["tasks"]), rows[0]["metric"]
     head = ["Model"]
     for i, _ in enumerate(tasks, 1):
         head += [f"{label}/T{i} (ours)", f"{label}/T{i} (paper)"]
     head += [f"Gain/T{i}" for i, _ in enumerate(tasks, 1)]
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        cells = [DISPLAY_NAMES.get(row["model"], row["model"])]
-        for task in tasks:
-            cell = row["tasks"][task]
-            ref = paper.get(row["model"], {}).get(task)
-            cells += [_mean_std(cell, decimals, " ± ", "*"),
-                      "--" if ref is None else _fmt(ref, decimals)]
-        cells += [_gain(row["tasks"][t]["gain"], decimals) for t in tasks]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(_cells(params, r, paper, decimals)) + " |" for r in rows]
     lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
-def render_latex(rows: list[dict[str, Any]], paper: dict[str, Any], decimals: int, title: str,
-                 notes: list[str]) -> str:
-    tasks, label = list(rows[0]["tasks"]), rows[0]["metric"]
-    n = len(tasks)
-    lines = [f"% {title}"] + [f"% {note}" for note in notes] + [
-        r"\begin{tabular}{l" + "rr" * n + "r" * n + "}",
-        r"\toprule",
-        " & ".join(
-            ["Model"]
-            + [rf"\multicolumn{{2}}{{c}}{{{label}/T{i}}}" for i in range(1, n + 1)]
-            + [f"Gain/T{i}" for i in range(1, n + 1)]
-        ) + r" \\",
-        " & ".join([""] + ["ours", "paper"] * n + [""] * n) + r" \\",
-        r"\midrule",
+def render_latex(params: dict[str, Any], rows: list[dict[str, Any]], paper: dict[str, Any],
+                 decimals: int, title: str, notes: list[str], label: str) -> str:
+    n, metric = len(rows[0]["tasks"]), rows[0]["metric"]
+    head = [
+        " & ".join(["Model"]
+                   + [rf"\multicolumn{{2}}{{c}}{{{metric}/T{i}}}" for i in range(1, n + 1)]
+                   + [f"Gain/T{i}" for i in range(1, n + 1)]) + r" \\",
+        "".join(rf"\cmidrule(lr){{{2 * i}-{2 * i + 1}}}" for i in range(1, n + 1)),
+        tex_row(["", *(["ours", "paper"] * n), *([""] * n)]),
     ]
-    for row in rows:
-        cells = [DISPLAY_NAMES.get(row["model"], row["model"])]
-        for task in tasks:
-            cell = row["tasks"][task]
-            ref = paper.get(row["model"], {}).get(task)
-            cells += [_mean_std(cell, decimals, r" $\pm$ ", "$^{*}$"),
-                      "--" if ref is None else _fmt(ref, decimals)]
-        cells += [_gain(row["tasks"][t]["gain"], decimals) for t in tasks]
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    body = [_cells(params, r, paper, decimals) for r in rows]
+    return render_table(title, label, "l" + "rr" * n + "r" * n, head, body, notes)
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
@@ -236,14 +219,38 @@ def make_table2(params: dict[str, Any], experiment: str, runs_root: Path, out_di
     significance = table.get("significance")
     if significance:
         paired_significance(rows, significance["candidate"], significance["level"])
-        notes.append(_significance_note(rows, significance))
+        notes.append(_significance_note(params, rows, significance))
     paper = paper_values()["table2"].get(dataset, {})
     title = (f"Table 2 ({dataset}): test {rows[0]['metric']}, mean ± std over "
              f"{len(params['train']['seeds'])} "
-             f"seed(s); Gain = ours minus {DISPLAY_NAMES.get(table['baseline'])}")
+             f"seed(s); Gain = ours minus {display(params, table['baseline'])}")
     notes += _provenance_lines(runs)
     stem = out_dir / f"table2_{experiment}"
-    write_text_atomic(stem.with_suffix(".tex"), render_latex(rows, paper, decimals, title, notes))
-    write_text_atomic(stem.with_suffix(".md"), render_markdown(rows, paper, decimals, title, notes))
+    write_text_atomic(stem.with_suffix(".tex"),
+                      render_latex(params, rows, paper, decimals, title, notes, stem.name))
+    write_text_atomic(stem.with_suffix(".md"),
+                      render_markdown(params, rows, paper, decimals, title, notes))
     write_text_atomic(stem.with_suffix(".csv"), render_csv(rows))
+    write_row_cells(curated.metrics_path(out_dir, stem.name), experiment, "table2", rows, paper)
+    curated.write_curves(curated.plots_path(out_dir, f"val_curves_{experiment}"),
+                         val_curves(runs))
     return rows
+
+
+def val_curves(runs: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[int, float]]]:
+    """`<model>/<task>` -> per seed {epoch: validation metric} from the runs' curves."""
+    series: dict[str, list[dict[int, float]]] = {}
+    for model, rs in runs.items():
+        key = f"val_{rs[0].get('metric', 'auc')}"
+        for i, task in enumerate(rs[0]["tasks"]):
+            series[f"{model}/{task}"] = [{c["epoch"]: c[key][i] for c in r["curves"]} for r in rs]
+    return series
+
+
+def write_row_cells(path: Path, experiment: str, kind: str, rows: list[dict[str, Any]],
+                    paper: dict[str, Any]) -> None:
+    """The curated metrics file of a Table-2-shaped table (rows of `summarise`)."""
+    cells = {row["model"]: {task: curated.cell(c["values"], paper.get(row["model"], {}).get(task))
+                            for task, c in row["tasks"].items()} for row in rows}
+    curated.write_cells(path, experiment=experiment, kind=kind, metric=rows[0]["metric"],
+                n_seeds=rows[0]["n_seeds"], cells=cells)

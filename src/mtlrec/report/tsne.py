@@ -1,6 +1,6 @@
 """t-SNE of task-sharing vs task-specific representations (the paper's Fig. 6).
 
-As the official analysis script (design/mptrec-spec.md section 7): the first `n_rows` training rows,
+As the official analysis script (docs/spec/mptrec.md section 7): the first `n_rows` training rows,
 the shared expert's output h_share and each task's specific expert output h_spec_k (before the task
 embedding), embedded together by sklearn's TSNE with a fixed random_state. Each model names these
 representations itself (`named_representations`; for PLE the shared and task-specific experts of
@@ -27,8 +27,8 @@ from mtlrec.data.splits import load_splits
 from mtlrec.errors import MtlrecError
 from mtlrec.models import build_model
 from mtlrec.models.layers import FeatureSpec, MultiTaskModel
-from mtlrec.report.figures import display, save_png
-from mtlrec.report.tables import run_dir
+from mtlrec.report.figures import save_png
+from mtlrec.report.tables import display, run_dir
 
 
 @torch.no_grad()
@@ -74,7 +74,7 @@ def make_tsne(params: dict[str, Any], experiment: str, data_dir: Path, runs_root
         for i, name in enumerate(reps):
             part = embedded[i * n:(i + 1) * n]
             ax.scatter(part[:, 0], part[:, 1], s=1.5, alpha=0.5, label=name)
-        ax.set_title(f"{display(run_name)} (seed {seed}, {n} training rows)")
+        ax.set_title(f"{display(params, run_name)} (seed {seed}, {n} training rows)")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.legend(markerscale=6, fontsize=8)

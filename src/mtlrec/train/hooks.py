@@ -2,7 +2,7 @@
 model's forward and outside the optimisation step.
 
 `TaskClustering` is MPT-Rec's EM step over pseudo task labels (Bai et al. 2024, section 3.2;
-design/mptrec-spec.md section 2.1): before training every row gets an initial label, and every
+docs/spec/mptrec.md section 2.1): before training every row gets an initial label, and every
 `cluster_interval` epochs a pass over the whole training split re-assigns each row to the cluster
 with the lowest cost under the current model (the model computes a batch's costs,
 `cluster_costs`; this module runs the pass and keeps the history). The labels live on the model

@@ -1,6 +1,6 @@
 """Per-task subnetwork masks by iterative magnitude pruning (IMP), for Sparse Sharing and CSRec.
 
-The procedure of the official mask scripts (design/mptrec-spec.md 5.1), Sun et al. AAAI 2020:
+The procedure of the official mask scripts (docs/spec/mptrec.md 5.1), Sun et al. AAAI 2020:
 
     warm up the K-task Shared Bottom for `warmup_epochs` epochs (joint loss)
     for each task k:
