@@ -32,7 +32,7 @@ report:  ## the LaTeX document, the reproduction check and the HTML pages over w
 	$(VENV)/bin/mtlrec publish html --paper mptrec
 	$(VENV)/bin/mtlrec publish html --paper pmtrec
 
-snakemake-report:  ## Snakemake's own report (registered figures and pages) of the last run
+snakemake-report:  ## Snakemake's report (registered figures and pages); needs every output built
 	$(VENV)/bin/snakemake --report results/report/snakemake_report.html
 
 ci-run:  ## the whole DAG on the tiny CI profile, into ci-out/

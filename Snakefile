@@ -7,7 +7,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "params.yaml"
+configfile: f"{workflow.basedir}/params.yaml"  # absolute: read again after `workdir` (--report)
 
 
 include: "workflow/rules/common.smk"
