@@ -177,6 +177,40 @@ def test_stem_task_loss_reaches_only_its_own_and_the_shared_embeddings():
         assert p.grad is None or p.grad.abs().sum() == 0
 
 
+def _grad_sum(module: torch.nn.Module) -> float:
+    return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3])
+def test_stem_official_gating_detaches_every_later_tasks_own_expert(num_tasks):
+    """gating=official (the official code's reassigned list): the forward is the intended
+    STEM's, bit for bit, but only task 0's loss reaches a specific expert (its own); the summed
+    loss leaves every other specific expert without a gradient, while the intended STEM trains
+    each task's own expert."""
+    dense, sparse, _ = batch()
+    models = {}
+    for gating in ("intended", "official"):
+        torch.manual_seed(0)
+        hparams = {"embed_dim": 4, "tower_hidden": [8], "reg_emb": 0.0, "reg_dnn": 0.0,
+                   "expert_hidden": [16, 8], "gating": gating}
+        models[gating] = build_model("stem", FEATURES, num_tasks, hparams).to(device_under_test())
+    out = {g: m(dense, sparse) for g, m in models.items()}
+    assert torch.equal(out["intended"], out["official"])
+    for g, m in models.items():
+        out[g].sum().backward()
+        grads = [_grad_sum(e) for e in m.specific_experts]
+        assert grads[0] > 0
+        if g == "intended":
+            assert all(x > 0 for x in grads)
+        else:
+            assert grads[1:] == [0.0] * (num_tasks - 1)
+            assert _grad_sum(m.task_embeddings[1]) > 0  # through task 1's gate input only
+    with pytest.raises(ValueError, match="gating"):
+        build_model("stem", FEATURES, 2, {"embed_dim": 4, "tower_hidden": [8], "reg_emb": 0.0,
+                                          "reg_dnn": 0.0, "expert_hidden": [8],
+                                          "gating": "buggy"})
+
+
 @pytest.mark.parametrize("n", [2, 3, 4, 5])
 def test_gate_mix_gives_the_bits_of_einsum_forward_and_backward(n):
     """The fast gate mixture is a speed change only: same numbers as the einsum it replaces."""

@@ -8,10 +8,10 @@ from mtlrec.errors import MtlrecError
 from mtlrec.report.tables import make_table2
 
 
-def _write_runs(root, models, seeds, base):
+def _write_runs(root, models, seeds, base, experiment="census"):
     for i, model in enumerate(models):
         for j, seed in enumerate(seeds):
-            out = root / "census" / model / f"seed={seed}"
+            out = root / experiment / model / f"seed={seed}"
             out.mkdir(parents=True)
             metrics = {
                 "model": model, "seed": seed, "tasks": ["income", "marital"],
@@ -43,6 +43,24 @@ def test_table2_cells_are_mean_std_with_paper_value_and_gain(tmp_path, base_para
     tex = (tmp_path / "tables" / "table2_census.tex").read_text()
     assert r"\toprule" in tex and r"0.9210 $\pm$ 0.0010 & 0.9494" in tex
     assert "% git commits of the runs: abc" in tex
+
+
+def test_table2_paper_key_names_the_paper_values_of_another_dataset(tmp_path, base_params):
+    """An experiment on a re-encoded copy of Census (dataset census_per_file) gets the paper's
+    Census values only when its report says `paper: census`."""
+    params = copy.deepcopy(base_params)
+    params["train"]["seeds"] = [1, 2]
+    params["experiments"]["per_file"] = {**params["experiments"]["census"],
+                                         "dataset": "census_per_file"}
+    params["report"]["per_file"] = {"table2": {"models": ["single_task", "mmoe"],
+                                               "baseline": "single_task", "decimals": 4}}
+    _write_runs(tmp_path / "runs", ["single_task", "mmoe"], [1, 2], 0.9, "per_file")
+    make_table2(params, "per_file", tmp_path / "runs", tmp_path / "a")
+    assert "| MMOE | 0.9105 ± 0.0007 | -- |" in (tmp_path / "a" / "table2_per_file.md").read_text()
+    params["report"]["per_file"]["table2"]["paper"] = "census"
+    make_table2(params, "per_file", tmp_path / "runs", tmp_path / "b")
+    table = (tmp_path / "b" / "table2_per_file.md").read_text()
+    assert "| MMOE | 0.9105 ± 0.0007 | 0.9494 |" in table
 
 
 def test_table_refuses_missing_runs(tmp_path, base_params):

@@ -7,6 +7,13 @@ k's gate reads emb_k(x) + emb_shared(x) and mixes all K specific experts and the
 (Linear without bias + softmax); the other tasks' specific expert outputs enter task k's mixture
 through a stop-gradient, so task k's loss trains only its own and the shared embeddings/experts
 (All-Forward Task-specific Gating). Census regs: reg_emb 0.006 on every table, reg_dnn 0.
+
+Deviation option `gating`: `intended` (default, the paper's STEM) or `official`, the official
+MPT-Rec code (baseline STEM in multitaskrec/model.py, every stored version): its gate loop reassigns
+the list of specific-expert outputs, so the stop-gradients pile up. Task 1's mixture sees its own
+expert live; every later task's mixture sees all specific experts detached, its own included. With
+two tasks the second task's specific expert then gets no loss gradient at all (only its embedding
+table learns, through task 2's gate input). docs/deviations.md, "STEM".
 """
 
 from __future__ import annotations
@@ -18,14 +25,20 @@ from torch import nn
 
 from mtlrec.models.layers import MLP, FeatureEmbedding, FeatureSpec, Gate, MultiTaskModel, Tower
 
+GATINGS = ("intended", "official")
+
 
 class STEM(MultiTaskModel):
-    """Args: features, num_tasks, embed_dim, expert_hidden, tower_hidden, reg_emb, reg_dnn."""
+    """Args: features, num_tasks, embed_dim, expert_hidden, tower_hidden, reg_emb, reg_dnn,
+    gating (`intended` | `official`, module docstring)."""
 
     def __init__(self, features: FeatureSpec, num_tasks: int, embed_dim: int,
                  expert_hidden: Sequence[int], tower_hidden: Sequence[int], reg_emb: float,
-                 reg_dnn: float) -> None:
+                 reg_dnn: float, gating: str = "intended") -> None:
         super().__init__(num_tasks, reg_emb, reg_dnn)
+        if gating not in GATINGS:
+            raise ValueError(f"STEM gating must be one of {GATINGS}, got {gating!r}")
+        self.gating = gating
         self.shared_embedding = FeatureEmbedding(features, embed_dim)
         self.task_embeddings = nn.ModuleList(
             FeatureEmbedding(features, embed_dim) for _ in range(num_tasks)
@@ -44,8 +57,12 @@ class STEM(MultiTaskModel):
         shared_h = self.shared_expert(shared_x)  # [B, d]
         specific_h = [expert(x) for expert, x in zip(self.specific_experts, task_x, strict=True)]
         logits = []
+        experts = specific_h
         for k, (gate, tower) in enumerate(zip(self.gates, self.towers, strict=True)):
-            experts = [h if j == k else h.detach() for j, h in enumerate(specific_h)]
+            # intended: detach the other tasks' outputs of this step; official: of the list
+            # the previous task left (its detached entries stay detached)
+            source = experts if self.gating == "official" else specific_h
+            experts = [h if j == k else h.detach() for j, h in enumerate(source)]
             mixed = gate(task_x[k] + shared_x, experts + [shared_h])  # [B, d]
             logits.append(tower(mixed))
         return torch.stack(logits, dim=1)  # [B, K]

@@ -220,7 +220,7 @@ def make_table2(params: dict[str, Any], experiment: str, runs_root: Path, out_di
     if significance:
         paired_significance(rows, significance["candidate"], significance["level"])
         notes.append(_significance_note(params, rows, significance))
-    paper = paper_values()["table2"].get(dataset, {})
+    paper = paper_values()["table2"].get(table.get("paper", dataset), {})
     title = (f"Table 2 ({dataset}): test {rows[0]['metric']}, mean ± std over "
              f"{len(params['train']['seeds'])} "
              f"seed(s); Gain = ours minus {display(params, table['baseline'])}")
