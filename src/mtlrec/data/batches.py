@@ -2,8 +2,9 @@
 mtlrec.data.splits).
 
 Census fits in memory many times over, so each split is held as a few tensors and a batch is an
-index slice: no per-sample Dataset, no collate. (Streaming for larger-than-memory data comes with
-Ali-CCP.)
+index slice: no per-sample Dataset, no collate. A split larger than memory is a
+mtlrec.data.stream.StreamedSplit instead. Both are a `BatchSource`: the training loop, the
+evaluation and the epoch hooks only call `len()`, `batches()` and `device`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -42,6 +43,28 @@ class TensorSplit:
     def to(self, device: torch.device) -> TensorSplit:
         return TensorSplit(*(t.to(device) for t in (self.dense, self.sparse, self.labels,
                                                     self.row_id)))
+
+    @property
+    def device(self) -> torch.device:
+        return self.labels.device
+
+    def batches(self, batch_size: int, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[TensorSplit]:
+        """The rows in batches of `batch_size` (row order, or a seeded permutation)."""
+        for idx in batch_indices(len(self), batch_size, shuffle, generator):
+            yield self.take(idx)
+
+
+class BatchSource(Protocol):
+    """What training and evaluation read: a TensorSplit, or a StreamedSplit from disk."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def batches(self, batch_size: int, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[TensorSplit]: ...
 
 
 def read_split(table_path: Path, schema: dict[str, Any], label_paths: list[Path]

@@ -16,23 +16,31 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from mtlrec.data.batches import TensorSplit, batch_indices
+from mtlrec.data.batches import BatchSource
 from mtlrec.errors import MtlrecError
 from mtlrec.models.layers import MultiTaskModel
 
 
 @torch.no_grad()
-def predict(model: MultiTaskModel, split: TensorSplit, batch_size: int,
+def predict(model: MultiTaskModel, split: BatchSource, batch_size: int,
             objective: Any) -> torch.Tensor:
     """Scores [N, K] (the objective's, e.g. probabilities) for every row of `split`, in order."""
+    return predict_with_labels(model, split, batch_size, objective)[0]
+
+
+@torch.no_grad()
+def predict_with_labels(model: MultiTaskModel, split: BatchSource, batch_size: int,
+                        objective: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores [N, K] and labels [N, K] of every row of `split`, in order, on the CPU (one pass,
+    so a streamed split is read once)."""
     was_training = model.training
     model.eval()
-    outputs = [
-        objective.scores(model(split.dense[idx], split.sparse[idx]))
-        for idx in batch_indices(len(split), batch_size, shuffle=False)
-    ]
+    outputs, labels = [], []
+    for rows in split.batches(batch_size):
+        outputs.append(objective.scores(model(rows.dense, rows.sparse)))
+        labels.append(rows.labels)
     model.train(was_training)
-    return torch.cat(outputs).float().cpu()
+    return torch.cat(outputs).float().cpu(), torch.cat(labels).cpu()
 
 
 def task_aucs(probabilities: torch.Tensor, labels: torch.Tensor) -> list[float]:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
-from mtlrec.data.batches import TensorSplit, batch_indices
+from mtlrec.data.batches import BatchSource
 
 
 class EpochHook(Protocol):
@@ -23,7 +23,7 @@ class EpochHook(Protocol):
         """Called once before training (and before a resumed state is loaded)."""
         ...
 
-    def after_epoch(self, model: Any, epoch: int, train: TensorSplit, eval_batch_size: int
+    def after_epoch(self, model: Any, epoch: int, train: BatchSource, eval_batch_size: int
                     ) -> dict[str, Any]:
         """Called after each training epoch; returns extra fields of the epoch's curve entry."""
         ...
@@ -46,16 +46,16 @@ class TaskClustering:
         model.em_round = 0
 
     @torch.no_grad()
-    def per_row_costs(self, model: Any, train: TensorSplit, batch_size: int) -> torch.Tensor:
+    def per_row_costs(self, model: Any, train: BatchSource, batch_size: int) -> torch.Tensor:
         """[N, n_clusters] cost of every training row under every cluster (the E-step's costs)."""
         was_training = model.training
         model.eval()
-        costs = [model.cluster_costs(train.dense[idx], train.sparse[idx], train.labels[idx])
-                 for idx in batch_indices(len(train), batch_size, shuffle=False)]
+        costs = [model.cluster_costs(rows.dense, rows.sparse, rows.labels)
+                 for rows in train.batches(batch_size)]
         model.train(was_training)
         return torch.cat(costs)
 
-    def assign(self, model: Any, train: TensorSplit, batch_size: int) -> torch.Tensor:
+    def assign(self, model: Any, train: BatchSource, batch_size: int) -> torch.Tensor:
         """New labels: argmin over clusters of the per-row cost (ties: lowest index; `invpref`
         adds a tiny seeded noise first, as InvPref does)."""
         costs = self.per_row_costs(model, train, batch_size)
@@ -64,7 +64,7 @@ class TaskClustering:
             costs = costs + 1e-10 * noise.to(costs.device)
         return costs.argmin(dim=1)
 
-    def after_epoch(self, model: Any, epoch: int, train: TensorSplit, eval_batch_size: int
+    def after_epoch(self, model: Any, epoch: int, train: BatchSource, eval_batch_size: int
                     ) -> dict[str, Any]:
         """E-step every `cluster_interval` epochs (in every variant, as in the official code, even
         where no loss term reads the labels); returns the label history fields."""

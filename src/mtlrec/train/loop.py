@@ -20,10 +20,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mtlrec.data.batches import batch_indices
 from mtlrec.data.splits import Splits
 from mtlrec.errors import MtlrecError
-from mtlrec.evaluate.metrics import Metric, predict
+from mtlrec.evaluate.metrics import Metric, predict_with_labels
 from mtlrec.models.layers import Batch, MultiTaskModel, StepInfo
 from mtlrec.train.combiners import get_combiner
 from mtlrec.train.objectives import Objective
@@ -94,13 +93,13 @@ def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits:
     model.train()
     combiner = get_combiner(model.combiner)
     train = splits.train
-    batches = batch_indices(len(train), cfg.batch_size, cfg.shuffle, generator)
+    batches = train.batches(cfg.batch_size, cfg.shuffle, generator)
     n_batches = math.ceil(len(train) / cfg.batch_size)
-    total = torch.zeros((), device=train.labels.device)
+    total = torch.zeros((), device=train.device)
     bars = cfg.progress and on_terminal()
-    for step, idx in enumerate(tqdm(batches, total=n_batches, desc=f"epoch {epoch}",
-                                    disable=not bars, leave=False, mininterval=2.0)):
-        batch = Batch(train.dense[idx], train.sparse[idx], train.labels[idx], train.row_id[idx])
+    for step, rows in enumerate(tqdm(batches, total=n_batches, desc=f"epoch {epoch}",
+                                     disable=not bars, leave=False, mininterval=2.0)):
+        batch = Batch(rows.dense, rows.sparse, rows.labels, rows.row_id)
         info = StepInfo(epoch, step, n_batches, cfg.epochs, cfg.batch_size)
         total += combiner.step(model, batch, info, objective, optimizer)
     return float(total) / n_batches
@@ -108,12 +107,12 @@ def train_epoch(model: MultiTaskModel, optimizer: torch.optim.Optimizer, splits:
 
 def evaluate(model: MultiTaskModel, split: Any, batch_size: int, objective: Objective,
              metric: Metric) -> list[float]:
-    """The metric per task on one split (TensorSplit); non-finite predictions are an error."""
-    scores = predict(model, split, batch_size, objective)
+    """The metric per task on one split (a BatchSource); non-finite predictions are an error."""
+    scores, labels = predict_with_labels(model, split, batch_size, objective)
     if not torch.isfinite(scores).all():
         raise MtlrecError("the model's predictions are not finite (NaN or inf): training diverged;"
                           " lower train.lr")
-    return metric.per_task(scores, split.labels)
+    return metric.per_task(scores, labels)
 
 
 def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, objective: Objective,
@@ -129,7 +128,7 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
     state saved under another key is discarded. A non-finite epoch loss stops the run
     (MtlrecError naming the epoch and the learning rate).
     """
-    device = splits.train.labels.device
+    device = splits.train.device
     optimizer = make_optimizer(model, cfg.lr, device)
     generator = torch.Generator().manual_seed(seed)
     state = TrainState()

@@ -81,7 +81,7 @@ def _task_masks(model: SparseSharing, task: int, warm_state: dict[str, torch.Ten
     """IMP for one task; returns (the kept masks, one [out, in] per layer, the history)."""
     masks = [torch.ones_like(layer.weight) for layer in model.masked_layers()]
     history, kept = [], []
-    device = splits.train.labels.device
+    device = splits.train.device
     for iteration in tqdm(range(pruning["iterations"]), desc=f"pruning task {task}",
                           disable=not (cfg.progress and on_terminal())):
         if iteration > 0:
@@ -123,7 +123,7 @@ def find_masks(params: dict[str, Any], experiment: str, seed: int, data_dir: Pat
     train_params = section(params, "train")
     runtime = section(params, "runtime")
     exp = experiment_section(params, experiment)
-    split = section(params, f"datasets.{exp['dataset']}.split")
+    split = params["datasets"][exp["dataset"]].get("split", {})  # none: fixed streamed splits
     objective, metric = get_objective(exp["objective"]), get_metric(exp["metric"])
     check_writable(out_dir)
     started = time.perf_counter()
