@@ -207,3 +207,25 @@ def test_a_configfile_adds_to_the_ci_profile_instead_of_replacing_it(project_cop
     assert "rank_table2_pmtrec_ciao" in added
     replaced = _run([*base, "--configfile", "census_only.yaml"], project_copy)
     assert "pmtrec_ciao" not in replaced and "table2_census" in replaced
+
+
+def test_the_slurm_profile_plans_the_full_ali_ccp_dag_with_per_rule_resources(
+        project_copy: Path):
+    """`--profile workflow/profiles/slurm` through snakemake-executor-plugin-slurm: a dry run
+    (no cluster, no raw data needed) plans the whole full-scale Ali-CCP DAG of the full_scale
+    overlay, its streamed data rules included, with the profile's per-rule resources."""
+    out = _run(["snakemake", "results/tables/table2_ali_ccp.md", "--dry-run", "--forceall",
+                "--profile", "workflow/profiles/slurm",
+                "--configfile", "workflow/overlays/full_scale.yaml"], project_copy)
+    params = yaml.safe_load((project_copy / "params.yaml").read_text())
+    seeds = params["train"]["seeds"]
+    models = params["report"]["ali_ccp"]["table2"]["models"]
+    for rule, count in (("fetch", 1), ("encode_parts", 1), ("labels_parts", 2),
+                        ("train", len(models) * len(seeds)), ("table2", 1)):
+        assert re.search(rf"^{rule}\s+{count}$", out, re.M), (rule, count)
+    encode = out[out.index("rule encode_parts:"):]
+    assert "mem_mb=16000" in encode[:encode.index("rule ", 5)]  # the profile's set-resources
+    train = out[out.index("rule train:"):]
+    train = train[:train.index("rule ", 5)]
+    assert "gpu=1" in train  # a GPU per training job, memory from the rule (a few parts)
+    assert re.search(r"mem_mb=(\d+)", train) and int(re.search(r"mem_mb=(\d+)", train)[1]) < 8000

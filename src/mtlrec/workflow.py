@@ -30,6 +30,7 @@ records all the code that decides a result.
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -82,6 +83,36 @@ def encoded_files(dataset: str) -> dict[str, str]:
             "schema": f"{base}/schema.json"}
 
 
+def encoded_parts(dataset: str) -> dict[str, str]:
+    """A streamed dataset's encoded outputs (mtlrec.data.stream): one folder of parts per split."""
+    base = encoded_dir(dataset)
+    return {"train": f"{base}/train", "val": f"{base}/val", "test": f"{base}/test",
+            "schema": f"{base}/schema.json"}
+
+
+def is_streamed(params: dict[str, Any], dataset: str) -> bool:
+    return params["datasets"][dataset]["reader"] == "stream"
+
+
+def encoded_inputs(params: dict[str, Any], dataset: str) -> dict[str, str]:
+    return encoded_parts(dataset) if is_streamed(params, dataset) else encoded_files(dataset)
+
+
+def train_mem_mb(params: dict[str, Any], experiment: str) -> int:
+    """Memory to request for one training job (Snakemake `resources`, e.g. on slurm), known
+    before the data exist so that a dry run shows it. A streamed dataset holds a few decoded
+    parts (the prefetch queue, the part in use and its shuffled copy: 8 parts allowed) whatever
+    its rows; the in-memory datasets (Census, a user's table, the ranking sets) are small enough
+    for the 4 GB default."""
+    dataset = experiment_dataset(params, experiment)
+    if not is_streamed(params, dataset):
+        return 4000
+    section = params["datasets"][dataset]
+    row_bytes = 4 * (len(section["sparse"]) + len(section["dense"]) + len(section["tasks"]))
+    part_mib = section["rows_per_part"] * (row_bytes + 8) / 2**20  # + the int64 row id
+    return 2000 + math.ceil(8 * part_mib)
+
+
 def interactions_dir(dataset: str) -> str:
     return f"data/interactions/{dataset}"
 
@@ -103,6 +134,18 @@ def label_outputs(dataset: str, task: str) -> dict[str, str]:
     base = f"{labels_dir(dataset)}/{task}"
     return {"train": f"{base}/train.parquet", "test": f"{base}/test.parquet",
             "info": f"{base}/label.json"}
+
+
+def label_parts(dataset: str, task: str) -> dict[str, str]:
+    base = f"{labels_dir(dataset)}/{task}"
+    return {"train": f"{base}/train", "val": f"{base}/val", "test": f"{base}/test",
+            "info": f"{base}/label.json"}
+
+
+def task_labels(params: dict[str, Any], dataset: str, task: str) -> dict[str, str]:
+    """One task's label outputs: files, or folders of parts for a streamed dataset."""
+    return (label_parts(dataset, task) if is_streamed(params, dataset)
+            else label_outputs(dataset, task))
 
 
 def run_dir(experiment: str, run: str, seed: int | str) -> str:
@@ -448,6 +491,11 @@ def dataset_keys(params: dict[str, Any], dataset: str, stage: str) -> list[str]:
         keys = [k for k in section if k in source_keys]
     elif stage == "encode":
         keys = [k for k in section if k not in source_keys | {"split", "tasks", "labels"}]
+    elif section["reader"] == "stream":  # labels in the encoded parts: how rows are read, split
+        task = stage.removeprefix("labels:")  # and cut into parts, and the task's declaration
+        keys = [k for k in section if k not in source_keys
+                | {"tasks", "sparse", "dense", "min_count", "fit_encoders_on"}]
+        keys.append(f"tasks.{task}")
     else:  # labels of one task: the row limits and the task's own declaration
         task = stage.removeprefix("labels:")
         keys = [k for k in ("max_train_rows", "max_test_rows") if k in section]
@@ -455,12 +503,18 @@ def dataset_keys(params: dict[str, Any], dataset: str, stage: str) -> list[str]:
     return [f"datasets.{dataset}.{k}" for k in keys]
 
 
+def split_keys(params: dict[str, Any], dataset: str) -> list[str]:
+    """The split protocol a run reads (`split`); a streamed dataset's splits are fixed by its
+    encoded parts, so it has none."""
+    return [f"datasets.{dataset}.split"] if "split" in params["datasets"][dataset] else []
+
+
 def run_keys(params: dict[str, Any], experiment: str, run: str | None) -> list[str]:
     """The params a training (or, with run None, masks) job reads: never `display`, and of
     `train` every key but the seed list (a job reads its own seed; adding one reruns nothing)."""
     dataset = experiment_dataset(params, experiment)
     train = [f"train.{key}" for key in params["train"] if key != "seeds"]
-    keys = [*train, "runtime", f"experiments.{experiment}", f"datasets.{dataset}.split"]
+    keys = [*train, "runtime", f"experiments.{experiment}", *split_keys(params, dataset)]
     if run is None:
         return ["pruning", *keys]
     model, _ = run_model(params, run)
@@ -489,7 +543,7 @@ def rank_keys(params: dict[str, Any], experiment: str, run: str) -> list[str]:
     spec = resolve_rank_run(params, experiment, run)
     dataset = experiment_dataset(params, experiment)
     keys = [f"rank_train.{key}" for key in params["rank_train"] if key != "seeds"]
-    keys += ["runtime", f"experiments.{experiment}", f"datasets.{dataset}.split",
+    keys += ["runtime", f"experiments.{experiment}", *split_keys(params, dataset),
              *(f"datasets.{dataset}.tasks.{t}" for t in spec["tasks"]),
              f"rank_methods.{spec['method']}", f"encoders.{spec['encoder']}"]
     if spec["pool"] in params["pools"]:
@@ -507,7 +561,7 @@ def report_keys(params: dict[str, Any], experiment: str, kind: str) -> list[str]
     keys = [f"report.{experiment}.{kind}", "train.seeds", "display.names"]
     if kind == "tsne":
         dataset = experiment_dataset(params, experiment)
-        keys += [f"experiments.{experiment}", f"datasets.{dataset}.split"]
+        keys += [f"experiments.{experiment}", *split_keys(params, dataset)]
     if kind == "correlations":
         keys = [f"report.{experiment}.{kind}", f"experiments.{experiment}"]
     return keys
@@ -529,15 +583,15 @@ def param_values(params: dict[str, Any], keys: list[str]) -> dict[str, Any]:
 def task_label_files(params: dict[str, Any], experiment: str, tasks: list[str]
                      ) -> dict[str, str]:
     dataset = experiment_dataset(params, experiment)
-    return {f"{task}_{part}": label_outputs(dataset, task)[part]
-            for task in tasks for part in ("train", "test")}
+    return {f"{task}_{part}": path for task in tasks
+            for part, path in task_labels(params, dataset, task).items() if part != "info"}
 
 
 def train_inputs(params: dict[str, Any], experiment: str, run: str, seed: str
                  ) -> dict[str, str]:
     """Named inputs of one training job: the encoded files, its tasks' labels (+ the seed's
     masks)."""
-    inputs = encoded_files(experiment_dataset(params, experiment))
+    inputs = encoded_inputs(params, experiment_dataset(params, experiment))
     inputs.update(task_label_files(params, experiment, run_tasks(params, experiment, run)))
     if needs_masks(params, run):
         inputs["masks"] = f"{masks_dir(experiment, seed)}/masks.pt"
@@ -545,7 +599,7 @@ def train_inputs(params: dict[str, Any], experiment: str, run: str, seed: str
 
 
 def masks_inputs(params: dict[str, Any], experiment: str) -> dict[str, str]:
-    inputs = encoded_files(experiment_dataset(params, experiment))
+    inputs = encoded_inputs(params, experiment_dataset(params, experiment))
     inputs.update(task_label_files(params, experiment, params["experiments"][experiment]["tasks"]))
     return inputs
 
@@ -553,7 +607,7 @@ def masks_inputs(params: dict[str, Any], experiment: str) -> dict[str, str]:
 def newtask_inputs(params: dict[str, Any], experiment: str, method: str, seed: str
                    ) -> dict[str, str]:
     """Named inputs of one new-task job: data, labels of every task, the pre-trained model."""
-    inputs = encoded_files(experiment_dataset(params, experiment))
+    inputs = encoded_inputs(params, experiment_dataset(params, experiment))
     inputs.update(task_label_files(params, experiment, experiment_tasks(params, experiment)))
     inputs["backbone"] = f"{run_dir(experiment, backbone_run(params, method), seed)}/model.pt"
     return inputs
@@ -578,11 +632,11 @@ def report_inputs(params: dict[str, Any], experiment: str, kind: str) -> list[st
     names = report_runs(report)[kind]
     if kind == "correlations":
         dataset = experiment_dataset(params, experiment)
-        return [label_outputs(dataset, task)["train"]
+        return [task_labels(params, dataset, task)["train"]
                 for task in experiment_tasks(params, experiment)]
     if kind == "tsne":
         return [f"{run_dir(experiment, n, seeds[0])}/model.pt" for n in names] + [
-            encoded_files(experiment_dataset(params, experiment))["schema"]]
+            encoded_inputs(params, experiment_dataset(params, experiment))["schema"]]
     return [f"{run_dir(experiment, n, s)}/metrics.json" for n in names for s in seeds]
 
 

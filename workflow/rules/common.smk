@@ -3,6 +3,8 @@
 # `mtlrec ... --params PARAMS_FILE` and reads only its sections). Every path, command and params
 # key comes from mtlrec.workflow, the one definition of the DAG (dvc.yaml is rendered from it).
 
+import re
+
 import yaml
 
 from mtlrec import workflow as dag
@@ -40,6 +42,8 @@ except MtlrecError as exc:
 
 REPO = workflow.basedir  # the Snakefile's folder: notebooks/, resources/
 PARAMS_FILE = ".mtlrec/params.resolved.yaml"  # relative to the output root
+# the datasets encoded in parts (reader `stream`): their own encode/labels rules (data.smk)
+STREAMED = "|".join(re.escape(d) for d in config["datasets"] if dag.is_streamed(config, d)) or "(?!)"
 
 
 workdir: config["paths"]["root"]

@@ -13,7 +13,7 @@ rule train:
         cmd=lambda w: command(dag.train_cmd(config, w.experiment, w.run, w.seed)),
     threads: config["runtime"]["num_threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda w: dag.train_mem_mb(config, w.experiment),
     conda:
         "../envs/mtlrec.yaml"
     log:

@@ -11,9 +11,11 @@ task's labels (data/labels/<name>/<task>), so declaring a new task adds a stage 
 existing file. Everything below the reader (encoding, batching, splitting, models, reports)
 reads those files and never names a dataset.
 
-Readers: `census` (the UCI Census-Income KDD files, mtlrec.data.census) and `table` (a user's own
-CSV or parquet file(s), mtlrec.data.table). A new dataset with its own raw format is one module
-with these two functions and one line in READERS.
+Readers: `census` (the UCI Census-Income KDD files, mtlrec.data.census), `table` (a user's own
+CSV or parquet file(s), mtlrec.data.table) and `stream` (delimited files of any size, encoded in
+parts with bounded memory and read back batch by batch, mtlrec.data.stream: Ali-CCP, ByteRec). A
+new dataset with its own raw format is one module with these two functions and one line in
+READERS; a reader that encodes out of core gives `encode` and `labels` instead of `read`.
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ class RawTables:
 @dataclass(frozen=True)
 class Reader:
     fetch: Callable[[str, dict[str, Any], Path], list[Path]]
-    read: Callable[[str, dict[str, Any], Path], RawTables]
+    read: Callable[[str, dict[str, Any], Path], RawTables] | None
+    # out-of-core readers: (name, section, raw_dir, out_dir) -> schema, and
+    # (name, section, task, raw_dir, out_dir) -> label info
+    encode: Callable[..., dict[str, Any]] | None = None
+    labels: Callable[..., dict[str, Any]] | None = None
 
 
 def _census_fetch(name: str, section: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -107,9 +113,30 @@ def _ranking_read(kind: str) -> Callable[[str, dict[str, Any], Path], Any]:
     return read
 
 
+def _stream_fetch(name: str, section: dict[str, Any], out_dir: Path) -> list[Path]:
+    from mtlrec.data.table import fetch_files
+
+    return fetch_files(name, section, out_dir)
+
+
+def _stream_encode(name: str, section: dict[str, Any], raw_dir: Path, out_dir: Path
+                   ) -> dict[str, Any]:
+    from mtlrec.data.stream import encode_stream
+
+    return encode_stream(name, section, raw_dir, out_dir)
+
+
+def _stream_labels(name: str, section: dict[str, Any], task: str, raw_dir: Path, out_dir: Path
+                   ) -> dict[str, Any]:
+    from mtlrec.data.stream import write_stream_labels
+
+    return write_stream_labels(name, section, task, raw_dir, out_dir)
+
+
 READERS: dict[str, Reader] = {
     "census": Reader(_census_fetch, _census_read),
     "table": Reader(_table_fetch, _table_read),
+    "stream": Reader(_stream_fetch, None, _stream_encode, _stream_labels),
     # interaction datasets (PMTRec): read -> InteractionTables, encoded by mtlrec.ranking.data
     "tang": Reader(_source_fetch, _ranking_read("tang")),
     "recbole": Reader(_source_fetch, _ranking_read("recbole")),
@@ -137,7 +164,10 @@ def encode_dataset(params: dict[str, Any], name: str, raw_dir: Path, out_dir: Pa
     from mtlrec.data.encode import encode_frames, write_encoded
 
     section = dataset_section(params, name)
-    raw = READERS[section["reader"]].read(name, section, raw_dir)
+    reader = READERS[section["reader"]]
+    if reader.encode is not None:
+        return reader.encode(name, section, raw_dir, out_dir)
+    raw = reader.read(name, section, raw_dir)
     if section["reader"] in RANKING_READERS:
         from mtlrec.ranking.data import encode_interactions
 
@@ -161,7 +191,13 @@ def write_task_labels(params: dict[str, Any], name: str, task: str, raw_dir: Pat
     from mtlrec.data.tasks import check_two_classes
 
     section = dataset_section(params, name)
-    raw = READERS[section["reader"]].read(name, section, raw_dir)
+    reader = READERS[section["reader"]]
+    if reader.labels is not None:
+        if task not in section["tasks"]:
+            raise MtlrecError(f"data: dataset '{name}' declares no task '{task}' "
+                              f"(declared: {list(section['tasks'])})")
+        return reader.labels(name, section, task, raw_dir, out_dir)
+    raw = reader.read(name, section, raw_dir)
     if task not in raw.tasks:
         raise MtlrecError(f"data: dataset '{name}' declares no task '{task}' "
                           f"(declared: {raw.tasks})")

@@ -17,16 +17,16 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from mtlrec.data.batches import TensorSplit, read_split
+from mtlrec.data.batches import BatchSource, read_split
 from mtlrec.data.encode import read_schema
 from mtlrec.errors import MtlrecError
 
 
 @dataclass
 class Splits:
-    train: TensorSplit
-    val: TensorSplit
-    test: TensorSplit
+    train: BatchSource  # a TensorSplit in memory, or a StreamedSplit on disk
+    val: BatchSource
+    test: BatchSource
     schema: dict[str, Any]
     tasks: list[str]
 
@@ -49,7 +49,16 @@ def default_labels_dir(encoded_dir: Path) -> Path:
 
 
 def label_files(labels_dir: Path, tasks: list[str]) -> list[Path]:
-    return [labels_dir / task / f"{part}.parquet" for task in tasks for part in ("train", "test")]
+    """The files that identify the tasks' labels (a resumed run's fingerprint): the two label
+    files, or for a streamed dataset (folders of parts) its label.json (rows, positive rates;
+    hashing every part of an 84M-row dataset at each start would cost a pass over it)."""
+    files = []
+    for task in tasks:
+        if (labels_dir / task / "train").is_dir():
+            files.append(labels_dir / task / "label.json")
+        else:
+            files += [labels_dir / task / f"{part}.parquet" for part in ("train", "test")]
+    return files
 
 
 def load_splits(encoded_dir: Path, tasks: list[str], seed: int, split: dict[str, Any],
@@ -59,6 +68,8 @@ def load_splits(encoded_dir: Path, tasks: list[str], seed: int, split: dict[str,
     `drop_fields` removed from the inputs."""
     labels_dir = labels_dir or default_labels_dir(encoded_dir)
     schema = input_schema(read_schema(encoded_dir), list(drop_fields))
+    if schema.get("layout") == "parts":
+        return _streamed_splits(encoded_dir, labels_dir, schema, list(tasks))
     files = {part: encoded_dir / f"{part}.parquet" for part in ("train", "test")}
     train, held_out = (read_split(files[part], schema,
                                   [labels_dir / task / f"{part}.parquet" for task in tasks])
@@ -76,3 +87,14 @@ def load_splits(encoded_dir: Path, tasks: list[str], seed: int, split: dict[str,
         schema=schema,
         tasks=list(tasks),
     )
+
+
+def _streamed_splits(encoded_dir: Path, labels_dir: Path, schema: dict[str, Any],
+                     tasks: list[str]) -> Splits:
+    """The fixed splits of a dataset encoded in parts (mtlrec.data.stream), read from disk."""
+    from mtlrec.data.stream import SPLITS, StreamedSplit
+
+    parts = {split: StreamedSplit(encoded_dir / split, schema,
+                                  [labels_dir / task / split for task in tasks])
+             for split in SPLITS}
+    return Splits(parts["train"], parts["val"], parts["test"], schema, tasks)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import shutil
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,24 +53,39 @@ def _check_sha256(name: str, section: dict[str, Any], split: str, path: Path) ->
     """The file of `split` against its declared sha256 (decompressed content), if one is given."""
     expected = section.get("sha256", {}).get(split)
     if expected is not None and sha256_decompressed(path) != expected:
-        raise MtlrecError(f"table: checksum mismatch for {path} (datasets.{name}.sha256.{split});"
-                          " the file changed")
+        raise MtlrecError(f"{section['reader']}: checksum mismatch for {path} "
+                          f"(datasets.{name}.sha256.{split}); the file changed")
 
 
-def fetch_table(name: str, section: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Copy the declared files into `out_dir` as train.<ext> (and test.<ext>), verified."""
+def _place_files(name: str, section: dict[str, Any], out_dir: Path,
+                 dest_name: Callable[[str, Path], str]) -> list[Path]:
+    """Copy each declared file (`files.<key>`, a path absolute or relative to the repository)
+    into `out_dir` as `dest_name(key, source)`, verified by `sha256.<key>` when given. A missing
+    file is one line naming the path and where the data come from (`source_hint`)."""
     placed = []
-    for split, file_name in section["files"].items():
+    for key, file_name in section["files"].items():
         source = Path(file_name)
         if not source.is_absolute():
             source = REPO_ROOT / source
         if not source.is_file():
-            raise MtlrecError(f"table: datasets.{name}.files.{split}: {source} not found")
-        _check_sha256(name, section, split, source)
-        dest = out_dir / f"{split}{_suffix(source)}"
+            hint = section.get("source_hint", "")
+            raise MtlrecError(f"{section['reader']}: datasets.{name}.files.{key}: {source} not "
+                              f"found" + (f" (source: {hint})" if hint else ""))
+        _check_sha256(name, section, key, source)
+        dest = out_dir / dest_name(key, source)
         atomic_write(dest, lambda tmp, src=source: shutil.copyfile(src, tmp))
         placed.append(dest)
     return placed
+
+
+def fetch_table(name: str, section: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Copy the declared files into `out_dir` as train.<ext> (and test.<ext>), verified."""
+    return _place_files(name, section, out_dir, lambda split, src: f"{split}{_suffix(src)}")
+
+
+def fetch_files(name: str, section: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Copy the declared files into `out_dir` under their own names, verified."""
+    return _place_files(name, section, out_dir, lambda key, src: src.name)
 
 
 def _read_file(path: Path) -> pd.DataFrame:

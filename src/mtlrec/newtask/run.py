@@ -106,7 +106,7 @@ def run_new_task(params: dict[str, Any], experiment: str, method: str, seed: int
     if not exp.get("new_task"):
         raise MtlrecError(f"new task: experiments.{experiment} declares no new_task")
     spec = method_spec(params, method)
-    split = section(params, f"datasets.{exp['dataset']}.split")
+    split = params["datasets"][exp["dataset"]].get("split", {})  # none: fixed streamed splits
     objective, metric = get_objective(exp["objective"]), get_metric(exp["metric"])
     tasks = [*exp["tasks"], exp["new_task"]]
     labels_dir = labels_dir or default_labels_dir(data_dir)

@@ -224,6 +224,8 @@ def make_table2(params: dict[str, Any], experiment: str, runs_root: Path, out_di
     title = (f"Table 2 ({dataset}): test {rows[0]['metric']}, mean ± std over "
              f"{len(params['train']['seeds'])} "
              f"seed(s); Gain = ours minus {display(params, table['baseline'])}")
+    if table.get("note"):  # in the caption, so no copy of the table loses it
+        title = f"{title}. {table['note']}"
     notes += _provenance_lines(runs)
     stem = out_dir / f"table2_{experiment}"
     write_text_atomic(stem.with_suffix(".tex"),

@@ -38,7 +38,7 @@ def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: i
     train_params = section(params, "train")
     runtime = section(params, "runtime")
     exp = experiment_section(params, experiment)
-    split = section(params, f"datasets.{exp['dataset']}.split")
+    split = params["datasets"][exp["dataset"]].get("split", {})  # none: fixed streamed splits
     objective, metric = get_objective(exp["objective"]), get_metric(exp["metric"])
     model_name, hparams = run_model(params, run_name)
     tasks = run_tasks(params, experiment, run_name)
