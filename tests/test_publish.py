@@ -150,3 +150,19 @@ def test_html_report_shows_ours_paper_gap_and_what_is_missing(census_tree):
     assert "finished runs found: 16 (seeds [1, 2])" in page
     with pytest.raises(Exception, match="no experiment of pmtrec"):
         make_html(params, "pmtrec", root, outputs["check_md"], root / "p.html")
+
+
+def test_the_reproduction_check_leaves_wiring_only_tables_out(tmp_path, monkeypatch):
+    """The bundled Ali-CCP / ByteRec samples print the paper's values beside theirs, but their
+    cells are no reproduction claim: `wiring_only` keeps them out of the check."""
+    params = {"build": ["tiny"], "reproduction": {"tolerance": {"table2": {"abs": 0.002}}},
+              "report": {"tiny": {"table2": {"models": ["a"], "wiring_only": True}}}}
+    path = tmp_path / "results" / "metrics" / "table2_tiny.json"
+    path.parent.mkdir(parents=True)
+    write_cells(path, experiment="tiny", kind="table2", metric="auc", n_seeds=1,
+                cells={"a": {"click": {"mean": 0.5, "std": 0.0, "n": 1, "paper": 0.6}}})
+    monkeypatch.setattr(publish, "split_built",
+                        lambda p, root, suffix: ([str(path.relative_to(tmp_path))], []))
+    assert publish.checked_cells(params, tmp_path) == []
+    params["report"]["tiny"]["table2"]["wiring_only"] = False
+    assert [c.row for c in publish.checked_cells(params, tmp_path)] == ["a"]
