@@ -100,3 +100,13 @@ def test_choice_needs_every_point_finished():
 def test_hit_cap_flags_a_best_epoch_at_the_cap():
     assert hit_cap(_metrics({"t1": 0.5}, best_epoch=30), 30)
     assert not hit_cap(_metrics({"t1": 0.5}, best_epoch=12), 30)
+
+
+def test_choice_follows_the_metrics_direction(monkeypatch):
+    from mtlrec.evaluate.metrics import METRICS, Metric
+
+    monkeypatch.setitem(METRICS, "loss", Metric("loss", "Loss", lambda s, y: [],
+                                                higher_is_better=False))
+    runs = {"a": {"metric": "loss", "val_loss": {"t1": 0.4}},
+            "b": {"metric": "loss", "val_loss": {"t1": 0.3}}}
+    assert choose(runs, ["a", "b"]) == "b"

@@ -6,9 +6,9 @@ A grid maps dotted keys to value lists: `train.<key>` replaces a key of the `tra
 over it). `per_model.<model>` replaces the values of some grid keys for one model (say PLE's
 one-layer experts). A point is one value per key, in the grid's key order, named by a readable
 slug (`lr=0.003,expert_hidden=256x128,shuffle=true`) so that adding a value to the grid adds
-points and renames none. The choice is the point with the highest sum of the validation metric
-over tasks at its best epoch (the score early stopping already uses); ties go to the first point
-in grid order.
+points and renames none. The choice is the point with the best sum of the validation metric over
+tasks at its best epoch, signed by the metric's direction (the score early stopping already uses,
+mtlrec.train.loop.fit); ties go to the first point in grid order.
 
 Not wired into the DAG yet: the stage that trains every point and the tuned runs that read the
 choice are the next step of #17.
@@ -21,8 +21,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from mtlrec.config import apply_overrides, run_model
+from mtlrec.config import check_cross_references, deep_merge, run_model, validate
 from mtlrec.errors import MtlrecError
+from mtlrec.evaluate.metrics import get_metric
 
 SECTIONS = ("train", "model")  # what a grid key may replace
 
@@ -73,13 +74,13 @@ def model_grid(tuning: Mapping[str, Any], model: str) -> dict[str, list[Any]]:
 def grid_points(tuning: Mapping[str, Any], model: str) -> dict[str, dict[str, Any]]:
     """{point name: {grid key: value}} in grid order (the first key varies slowest)."""
     grid = model_grid(tuning, model)
+    names = [_short_name(key) for key in grid]
     points: dict[str, dict[str, Any]] = {}
     for values in itertools.product(*grid.values()):
-        point = dict(zip(grid, values, strict=True))
-        name = ",".join(f"{_short_name(k)}={format_value(v)}" for k, v in point.items())
+        name = ",".join(f"{n}={format_value(v)}" for n, v in zip(names, values, strict=True))
         if name in points:
             raise MtlrecError(f"tuning grid of {model}: two points are both named '{name}'")
-        points[name] = point
+        points[name] = dict(zip(grid, values, strict=True))
     return points
 
 
@@ -88,23 +89,22 @@ def point_params(params: Mapping[str, Any], run: str, point: Mapping[str, Any],
     """The params a run trains with at one point: `train` (the search's own train keys, e.g. the
     epoch cap) and the point's values over `params`, validated like a file."""
     model, _ = run_model(params, run)
-    assignments = [f"train.{key}={_yaml(value)}" for key, value in (train or {}).items()]
+    overlay: dict[str, Any] = {"train": dict(train or {}), "models": {model: {}}}
     for key, value in point.items():
         section, _, name = key.partition(".")
-        target = f"train.{name}" if section == "train" else f"models.{model}.{name}"
-        assignments.append(f"{target}={_yaml(value)}")
-    return apply_overrides(dict(params), assignments)
-
-
-def _yaml(value: Any) -> str:
-    import yaml
-
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        target = overlay["train"] if section == "train" else overlay["models"][model]
+        target[name] = value
+    tuned = deep_merge(params, overlay)
+    validate(tuned)
+    check_cross_references(tuned)
+    return tuned
 
 
 def validation_score(metrics: Mapping[str, Any]) -> float:
-    """The sum over tasks of a run's validation metric at its best epoch."""
-    return float(sum(metrics[f"val_{metrics['metric']}"].values()))
+    """The sum over tasks of a run's validation metric at its best epoch, negated for a metric
+    where lower is better (as early stopping scores an epoch)."""
+    total = float(sum(metrics[f"val_{metrics['metric']}"].values()))
+    return total if get_metric(metrics["metric"]).higher_is_better else -total
 
 
 def choose(point_metrics: Mapping[str, Mapping[str, Any]], order: list[str]) -> str:
