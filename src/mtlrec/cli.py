@@ -8,6 +8,9 @@
                   --out DIR
     mtlrec train  --params params.yaml --experiment EXP --model mmoe --seed 1
                   --data data/encoded/DATASET --out DIR [--masks DIR/masks.pt]  (masked models)
+                  [--point NAME | --choice runs/EXP/tuning/RUN/choice.json]  (tuned experiment)
+    mtlrec tune-select --params params.yaml --experiment EXP --run mmoe --runs runs
+                  --out runs/EXP/tuning/mmoe/choice.json   (a tuned experiment's choice)
     mtlrec newtask --params params.yaml --experiment EXP --method prompt --seed 1
                   --data data/encoded/DATASET --backbone runs/EXP/mptrec/seed=1 --out DIR
     mtlrec new-task --task race --column race --equals White --backbone runs/EXP/mptrec/seed=1
@@ -78,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     p = add_run("train", "train one model with one seed")
     p.add_argument("--model", required=True, help="a model, a variant, or full-<one of them>")
     p.add_argument("--masks", type=Path, help="masks.pt of `mtlrec masks` (masked models)")
+    tuned = p.add_mutually_exclusive_group()
+    tuned.add_argument("--point", help="a tuned experiment: train this grid point (its name)")
+    tuned.add_argument("--choice", type=Path, help="a tuned experiment: train the point this "
+                                                    "choice.json names (mtlrec tune-select)")
+    p = add("tune-select", "a tuned experiment's choice for one run: the grid point with the best "
+                           "validation score -> choice.json")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--run", required=True, help="a model or variant of the experiment")
+    p.add_argument("--runs", type=Path, required=True, help="the runs folder (runs)")
+    p.add_argument("--out", type=Path, required=True, help="the choice file to write")
     p = add_run("newtask", "learn an experiment's new task on a frozen pre-trained run (stage 2)")
     p.add_argument("--method", required=True, help="a new_task.methods entry")
     p.add_argument("--backbone", type=Path, required=True, help="the pre-trained run's folder")
@@ -107,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p = add("report", "ablation table and plot, EM label history, or t-SNE figure")
     p.add_argument("kind", choices=["ablation", "newtask_ablation", "correlations", "em", "tsne",
+                                    "tuning",
                                     "rank_table2", "rank_table3", "rank_ablation",
                                     "rank_sensitivity", "rank_curves"])
     p.add_argument("--experiment", required=True)
@@ -170,14 +184,27 @@ def _dispatch(args: argparse.Namespace) -> None:
         _print_new_task(add_new_task(params, args))
     elif args.command == "train":
         from mtlrec.train.run import run_training
+        from mtlrec.train.tuning import tuned_params
 
+        params, tuning = tuned_params(params, args.experiment, args.model, point=args.point,
+                                      choice=args.choice)
         metrics = run_training(params, args.experiment, args.model, args.seed, args.data,
-                               args.out, args.masks, args.labels)
+                               args.out, args.masks, args.labels, tuning)
         scores = metrics[f"test_{metrics['metric']}"]
         aucs = ", ".join(f"{t} {v:.4f}" for t, v in scores.items())
         best = metrics["best_epoch"]
         print(f"{args.model} seed={args.seed}: test {metrics['metric']} {aucs} "
               f"(best epoch {best})")
+    elif args.command == "tune-select":
+        from mtlrec.provenance import write_json_atomic
+        from mtlrec.train.tuning import select
+
+        chosen = select(params, args.experiment, args.run, args.runs)
+        write_json_atomic(args.out, chosen)
+        scores = [row["score"] for row in chosen["points"].values()]
+        print(f"{args.experiment}/{args.run}: chose {chosen['choice']} of {len(scores)} points "
+              f"(validation score {chosen['points'][chosen['choice']]['score']:.4f}, range "
+              f"{min(scores):.4f}-{max(scores):.4f}) -> {args.out}")
     elif args.command == "rank":
         from mtlrec.ranking.run import run_ranking
 
@@ -279,6 +306,10 @@ def _report(args: argparse.Namespace, params: dict) -> None:
         else:
             newtask.make_newtask_ablation(params, args.experiment, args.runs, args.tables,
                                           args.figures)
+    elif args.kind == "tuning":
+        from mtlrec.report.tuning import make_tuning_table
+
+        make_tuning_table(params, args.experiment, args.runs, args.tables)
     elif args.kind == "ablation":
         from mtlrec.report.figures import make_ablation
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -27,14 +28,29 @@ def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> Params:
     return merged
 
 
+@functools.cache
 def _schema() -> dict[str, Any]:
+    """The params schema, parsed once (read only)."""
     text = resources.files("mtlrec.schemas").joinpath("params.schema.yaml").read_text()
     return yaml.safe_load(text)
 
 
-def validate(params: Mapping[str, Any]) -> None:
-    """Raise MtlrecError naming the first offending key if `params` does not fit the schema."""
-    validator = jsonschema.Draft202012Validator(_schema())
+@functools.cache
+def _section_validator(sections: tuple[str, ...]) -> jsonschema.Draft202012Validator:
+    schema = _schema()
+    return jsonschema.Draft202012Validator({
+        "$defs": schema["$defs"], "type": "object", "required": list(sections),
+        "properties": {name: schema["properties"][name] for name in sections}})
+
+
+def validate(params: Mapping[str, Any], sections: tuple[str, ...] | None = None) -> None:
+    """Raise MtlrecError naming the first offending key if `params` does not fit the schema
+    (only its top-level `sections` where given: a quick check of a few changed sections)."""
+    if sections is None:
+        validator = jsonschema.Draft202012Validator(_schema())
+    else:
+        validator = _section_validator(sections)
+        params = {name: params[name] for name in sections}
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if not errors:
         return
@@ -203,6 +219,8 @@ def report_runs(report: Mapping[str, Any]) -> dict[str, list[str]]:
                                     for m in report["newtask_ablation"]["methods"]]
     if "correlations" in report:
         runs["correlations"] = []
+    if "tuning" in report:
+        runs["tuning"] = list(report["tuning"]["models"])
     return runs
 
 
@@ -276,7 +294,34 @@ def check_cross_references(params: Mapping[str, Any]) -> None:
                               f"report.{name} section")
     for name, report in params["report"].items():
         _check_report(params, name, report)
+    for name, tuning in (params.get("tuning") or {}).items():
+        _check_tuning(params, name, tuning)
     _check_masked_models(params, MODELS)
+
+
+def _check_tuning(params: Mapping[str, Any], experiment: str, tuning: Mapping[str, Any]) -> None:
+    """A search: of a multi-task experiment without a new task, on one of the train seeds (the
+    masked models' masks are made per train seed; absent = the first), with a grid every run of
+    it accepts."""
+    from mtlrec.models import MODELS
+    from mtlrec.train.tuning import point_params, run_points
+
+    where = f"params: tuning.{experiment}"
+    exp = params["experiments"].get(experiment)
+    if exp is None:
+        raise MtlrecError(f"{where}: no experiments.{experiment} section")
+    if exp.get("kind") == "ranking" or exp.get("new_task"):
+        raise MtlrecError(f"{where}: only an experiment of multi-task runs without a new task "
+                          "can be tuned")
+    if tuning.get("seed") is not None and tuning["seed"] not in params["train"]["seeds"]:
+        raise MtlrecError(f"{where}.seed {tuning['seed']} must be one of train.seeds")
+    for run in experiment_runs(params, experiment):
+        try:
+            for point in run_points(params, experiment, run).values():
+                _check_masked_models(point_params(params, run, point, tuning.get("train"),
+                                                  check=False), MODELS)
+        except MtlrecError as exc:
+            raise MtlrecError(f"{where} ({run}): {exc}") from None
 
 
 RANKING_READERS = ("tang", "recbole", "interactions")
@@ -359,6 +404,13 @@ def _check_report(params: Mapping[str, Any], experiment: str, report: Mapping[st
         significance = table.get("significance")
         if significance and significance["candidate"] not in table["models"]:
             raise MtlrecError(f"{where}.table2.significance.candidate must be one of its models")
+    if "tuning" in report:
+        if experiment not in (params.get("tuning") or {}):
+            raise MtlrecError(f"{where}.tuning: experiment {experiment} has no tuning."
+                              f"{experiment} section (the search it reports)")
+        reference = report["tuning"]["reference"]
+        if reference not in params["experiments"] or reference == experiment:
+            raise MtlrecError(f"{where}.tuning.reference '{reference}': another experiment")
     if report.get("notebook") and any(kind not in report for kind in REPORT_KINDS):
         raise MtlrecError(f"{where}.notebook needs all of {list(REPORT_KINDS)}")
 

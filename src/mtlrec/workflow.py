@@ -11,9 +11,14 @@ and `mtlrec check` say when the committed dvc.yaml is stale).
     masks   experiment, seed  -> runs/<e>/masks/seed=<s>/{masks.pt, masks.json}   (masked models)
     train   experiment, run, seed -> runs/<e>/<run>/seed=<s>/{model.pt, metrics.json}
             (run `full-<run>`: on the experiment's tasks + its new task)
+  tuned experiments (a `tuning.<e>` section; #17):
+    tune    experiment, run, point -> runs/<e>/tuning/<run>/<point>/seed=<tuning seed>/...
+            (a grid point: an ordinary training run at the point's values)
+    tune_select experiment, run -> runs/<e>/tuning/<run>/choice.json (best validation score)
+    train   as above, every seed at the chosen point (the choice file is an input)
     newtask experiment, method, seed -> runs/<e>/newtask-<method>/seed=<s>/...  (stage 2, on the
             method's pre-trained run of the same seed)
-    table2, table3, table4, ablation, newtask_ablation, correlations, em, tsne
+    table2, table3, table4, ablation, newtask_ablation, correlations, em, tsne, tuning
                               -> results/tables/<kind>_<e>.*, results/figures/<kind>_<e>.png
     report  experiment        -> results/report/report_<e>.ipynb (papermill)
   ranking experiments (PMTRec):
@@ -156,6 +161,43 @@ def masks_dir(experiment: str, seed: int | str) -> str:
     return f"runs/{experiment}/masks/seed={seed}"
 
 
+def tuning_dir(experiment: str, run: str) -> str:
+    """A tuned experiment's search for one run: its points' runs and its choice."""
+    return f"runs/{experiment}/tuning/{run}"
+
+
+def point_run_dir(experiment: str, run: str, point: str, seed: int | str) -> str:
+    return f"{tuning_dir(experiment, run)}/{point}/seed={seed}"
+
+
+def choice_file(experiment: str, run: str) -> str:
+    return f"{tuning_dir(experiment, run)}/choice.json"
+
+
+def is_tuned(params: dict[str, Any], experiment: str) -> bool:
+    """An experiment with a `tuning.<experiment>` section: its runs train at a searched point."""
+    return experiment in (params.get("tuning") or {})
+
+
+def tuned_experiments(params: dict[str, Any]) -> str:
+    """A wildcard pattern matching exactly the tuned experiments."""
+    names = [e for e in params["experiments"] if is_tuned(params, e)]
+    return "|".join(names) if names else "(?!x)x"
+
+
+def tuning_seed(params: dict[str, Any], experiment: str) -> int:
+    from mtlrec.train.tuning import search_seed
+
+    return search_seed(params, experiment)
+
+
+def grid_point_names(params: dict[str, Any], experiment: str, run: str) -> list[str]:
+    """The names of the grid points one run of a tuned experiment searches, in grid order."""
+    from mtlrec.train.tuning import run_points
+
+    return list(run_points(params, experiment, run))
+
+
 def report_outputs(experiment: str, kind: str) -> dict[str, str]:
     """The files one report kind writes for an experiment."""
     tables, figures = "results/tables", "results/figures"
@@ -176,6 +218,7 @@ def report_outputs(experiment: str, kind: str) -> dict[str, str]:
         "table3": {**files("table3", ("tex", "md", "csv")),
                    "time": f"{tables}/table3_{experiment}_time.md"},
         "table4": files("table4", ("tex", "md", "csv")),
+        "tuning": files("tuning", ("tex", "md", "csv")),
         "newtask_ablation": files("newtask_ablation", ("tex", "md"), png=True),
         "correlations": files("correlations", ("tex", "md", "csv")),
         "notebook": {"ipynb": f"results/report/report_{experiment}.ipynb"},
@@ -325,13 +368,26 @@ def _data_args(params: dict[str, Any], experiment: str) -> str:
     return f"--data {encoded_dir(dataset)} --labels {labels_dir(dataset)}"
 
 
-def train_cmd(params: dict[str, Any], experiment: str, run: str, seed: str) -> str:
+def train_cmd(params: dict[str, Any], experiment: str, run: str, seed: str,
+              point: str | None = None) -> str:
+    """One training run; in a tuned experiment, of one grid point (`point`, the search) or at
+    the chosen point (the choice file)."""
+    out = run_dir(experiment, run, seed) if point is None else point_run_dir(
+        experiment, run, point, seed)
     cmd = (f"mtlrec train --params {{params_file}} --experiment {experiment} --model {run} "
-           f"--seed {seed} {_data_args(params, experiment)} "
-           f"--out {run_dir(experiment, run, seed)}")
+           f"--seed {seed} {_data_args(params, experiment)} --out {out}")
     if needs_masks(params, run):
         cmd += f" --masks {masks_dir(experiment, seed)}/masks.pt"
+    if point is not None:
+        cmd += f" --point {point}"
+    elif is_tuned(params, experiment):
+        cmd += f" --choice {choice_file(experiment, run)}"
     return cmd
+
+
+def select_cmd(experiment: str, run: str) -> str:
+    return (f"mtlrec tune-select --params {{params_file}} --experiment {experiment} --run {run} "
+            f"--runs runs --out {choice_file(experiment, run)}")
 
 
 def report_cmd(params: dict[str, Any], experiment: str, kind: str) -> str:
@@ -448,7 +504,9 @@ STAGE_CODE = {
     "labels": ("mtlrec.data.datasets", ("mtlrec.data.census", "mtlrec.data.table",
                                         "mtlrec.data.encode", "mtlrec.data.tasks")),
     "masks": ("mtlrec.train.pruning", ()),
-    "train": ("mtlrec.train.run", ()),
+    "train": ("mtlrec.train.run", ("mtlrec.train.tuning",)),  # the CLI applies a grid point
+    "tune_select": ("mtlrec.train.tuning", ()),
+    "tuning": ("mtlrec.report.tuning", ()),
     "newtask": ("mtlrec.newtask.run", ()),
     "table2": ("mtlrec.report.tables", ()),
     "table3": ("mtlrec.report.newtask", ()),
@@ -522,6 +580,8 @@ def run_keys(params: dict[str, Any], experiment: str, run: str | None) -> list[s
     base = run.removeprefix(FULL_PREFIX)
     if base != model:
         keys.append(f"variants.{base}")
+    if is_tuned(params, experiment):  # the search's train keys (its epoch cap) over `train`
+        keys.append(f"tuning.{experiment}.train")
     return keys
 
 
@@ -587,15 +647,24 @@ def task_label_files(params: dict[str, Any], experiment: str, tasks: list[str]
             for part, path in task_labels(params, dataset, task).items() if part != "info"}
 
 
-def train_inputs(params: dict[str, Any], experiment: str, run: str, seed: str
-                 ) -> dict[str, str]:
+def train_inputs(params: dict[str, Any], experiment: str, run: str, seed: str,
+                 point: str | None = None) -> dict[str, str]:
     """Named inputs of one training job: the encoded files, its tasks' labels (+ the seed's
-    masks)."""
+    masks; + the run's choice file for a tuned experiment's run, not for a grid point)."""
     inputs = encoded_inputs(params, experiment_dataset(params, experiment))
     inputs.update(task_label_files(params, experiment, run_tasks(params, experiment, run)))
     if needs_masks(params, run):
         inputs["masks"] = f"{masks_dir(experiment, seed)}/masks.pt"
+    if point is None and is_tuned(params, experiment):
+        inputs["choice"] = choice_file(experiment, run)
     return inputs
+
+
+def select_inputs(params: dict[str, Any], experiment: str, run: str) -> list[str]:
+    """The metrics files of every grid point of one run of a tuned experiment."""
+    seed = tuning_seed(params, experiment)
+    return [f"{point_run_dir(experiment, run, point, seed)}/metrics.json"
+            for point in grid_point_names(params, experiment, run)]
 
 
 def masks_inputs(params: dict[str, Any], experiment: str) -> dict[str, str]:
@@ -630,6 +699,11 @@ def report_inputs(params: dict[str, Any], experiment: str, kind: str) -> list[st
         return [path for other in report_runs(report)
                 for path in report_outputs(experiment, other).values()]
     names = report_runs(report)[kind]
+    if kind == "tuning":
+        reference = report["tuning"]["reference"]
+        return [*(choice_file(experiment, n) for n in names),
+                *(f"{run_dir(e, n, s)}/metrics.json" for e in (experiment, reference)
+                  for n in names for s in seeds)]
     if kind == "correlations":
         dataset = experiment_dataset(params, experiment)
         return [task_labels(params, dataset, task)["train"]
@@ -654,6 +728,7 @@ class Stage:
     metrics: list[str] = field(default_factory=list)  # metrics files (cache: false)
     per_seed: bool = False
     seeds: str = "${train.seeds}"  # the params list a per-seed stage's matrix runs over
+    matrix: dict[str, Any] | None = None  # any other matrix (a search's grid points)
 
 
 def _datasets_in_use(params: dict[str, Any]) -> list[str]:
@@ -713,9 +788,13 @@ def _run_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
         deps = [data, *_label_deps(params, experiment, run_tasks(params, experiment, run))]
         if needs_masks(params, run):
             deps.append(f"{masks_dir(experiment, seed)}/masks.pt")
+        code = stage_code("train", (model,))
+        if is_tuned(params, experiment):
+            yield from _search_stages(params, experiment, run, deps, code)
+            deps = [*deps, choice_file(experiment, run)]
         out = run_dir(experiment, run, seed)
         yield Stage(f"train-{experiment}-{run}", train_cmd(params, experiment, run, seed),
-                    deps + stage_code("train", (model,)), run_keys(params, experiment, run),
+                    deps + code, run_keys(params, experiment, run),
                     outs=[f"{out}/model.pt"], files=[f"{out}/metrics.json"], per_seed=True)
     for run in new_task_runs(params, experiment):
         method = new_task_method(run)
@@ -730,6 +809,23 @@ def _run_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
                     outs=[f"{out}/model.pt"], files=[f"{out}/metrics.json"], per_seed=True)
 
 
+def _search_stages(params: dict[str, Any], experiment: str, run: str, deps: list[str],
+                   code: list[str]) -> Iterator[Stage]:
+    """One run's grid search: every point trained at the search seed (a matrix over the point
+    names), then the choice. A tuned experiment's masks are those of the search seed too."""
+    seed = str(tuning_seed(params, experiment))
+    point = "${item.point}"
+    deps = [d.replace("${item.seed}", seed) for d in deps]
+    out = point_run_dir(experiment, run, point, seed)
+    yield Stage(f"tune-{experiment}-{run}", train_cmd(params, experiment, run, seed, point),
+                deps + code, run_keys(params, experiment, run), outs=[f"{out}/model.pt"],
+                files=[f"{out}/metrics.json"],
+                matrix={"point": grid_point_names(params, experiment, run)})
+    yield Stage(f"tune_select-{experiment}-{run}", select_cmd(experiment, run),
+                [*select_inputs(params, experiment, run), *stage_code("tune_select")],
+                [f"tuning.{experiment}"], files=[choice_file(experiment, run)])
+
+
 def _report_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
     data = encoded_dir(experiment_dataset(params, experiment))
     report = params["report"][experiment]
@@ -739,6 +835,10 @@ def _report_stages(params: dict[str, Any], experiment: str) -> Iterator[Stage]:
             deps.append(data)
         if kind == "correlations":
             deps = _label_deps(params, experiment, experiment_tasks(params, experiment))
+        if kind == "tuning":
+            reference = report["tuning"]["reference"]
+            deps += [*(choice_file(experiment, n) for n in names),
+                     *(f"runs/{reference}/{n}" for n in names)]
         models = tuple(dict.fromkeys(run_model(params, n)[0] for n in names
                                      if not is_new_task_run(n)))
         yield Stage(f"{kind}-{experiment}", report_cmd(params, experiment, kind),
@@ -817,6 +917,8 @@ def render_dvc_yaml(params: dict[str, Any]) -> str:
         entry: dict[str, Any] = {}
         if stage.per_seed:
             entry["matrix"] = {"seed": stage.seeds}
+        elif stage.matrix:
+            entry["matrix"] = stage.matrix
         entry["cmd"] = fill(stage.cmd, PARAMS, ".")
         entry["deps"] = list(dict.fromkeys(stage.deps))
         if stage.params:

@@ -145,3 +145,21 @@ rule correlations:
         "logs/correlations/{experiment}.log",
     shell:
         "{params.cmd} > {log} 2>&1"
+
+
+# A tuned experiment's search (#17): each model's chosen grid point, the cap counts, tuned
+# against default test metrics (paired t-test), and every point's validation scores.
+rule tuning:
+    input:
+        lambda w: dag.report_inputs(config, w.experiment, "tuning"),
+    output:
+        **registered_outputs("tuning"),
+    params:
+        tracked=lambda w: dag.param_values(config, dag.report_keys(config, w.experiment, "tuning")),
+        cmd=lambda w: command(dag.report_cmd(config, w.experiment, "tuning")),
+    conda:
+        "../envs/mtlrec.yaml"
+    log:
+        "logs/tuning/{experiment}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"

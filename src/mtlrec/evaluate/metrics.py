@@ -8,7 +8,7 @@ the official code. Top-K ranking metrics (PMTRec) are one more entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,12 @@ class Metric:
     label: str  # the tables' column label
     per_task: Callable[[torch.Tensor, torch.Tensor], list[float]]  # (scores, labels) [N, K]
     higher_is_better: bool = True
+
+    def selection_score(self, scores: Sequence[float]) -> float:
+        """The score that picks a run's best epoch (early stopping) and a search's best grid
+        point: the sum over tasks, negated where lower is better (higher score = better)."""
+        total = sum(scores)
+        return total if self.higher_is_better else -total
 
 
 METRICS: dict[str, Metric] = {

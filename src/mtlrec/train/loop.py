@@ -150,7 +150,7 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
         for hook in hooks:
             extra.update(hook.after_epoch(model, epoch, splits.train, cfg.eval_batch_size))
         val_scores = evaluate(model, splits.val, cfg.eval_batch_size, objective, metric)
-        score = sum(val_scores) if metric.higher_is_better else -sum(val_scores)
+        score = metric.selection_score(val_scores)
         improved = score > state.best_score
         if improved:
             state.best_score, state.best_epoch = score, epoch

@@ -25,9 +25,14 @@ RESUME_FILE = "resume.pt"
 
 def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: int,
                  data_dir: Path, out_dir: Path, masks: Path | None = None,
-                 labels_dir: Path | None = None) -> dict[str, Any]:
+                 labels_dir: Path | None = None, tuning: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """Train the model or variant `run_name` of `experiment` with `seed`; write
     out_dir/{model.pt, metrics.json, timing.json}.
+
+    `params` are the ones the run trains with: for a tuned experiment, a grid point's
+    (mtlrec.train.tuning.tuned_params), whose record `tuning` (the point and its values) goes
+    into metrics.json.
 
     Reads params sections `train`, `runtime`, `display`, `experiments.<experiment>`, the split of
     its dataset and `models.<model>` (plus `variants.<run_name>` for a variant) only. Models that
@@ -83,6 +88,8 @@ def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: i
                    f"models.{model_name}": hparams},
         "provenance": provenance(device, runtime["num_threads"]),
     }
+    if tuning is not None:
+        metrics["tuning"] = tuning
     if splits.schema["dropped_inputs"]:
         metrics["dropped_inputs"] = splits.schema["dropped_inputs"]
     if run_name.removeprefix("full-") != model_name:
