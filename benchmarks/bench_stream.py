@@ -14,7 +14,8 @@ prints rows/s and peak RSS; then the ratios: the stream's throughput at the larg
 smallest (target >= 0.9), its peak RSS at the largest size over the smallest (target ~1), and the
 stream's encoding rows/s over pandas'.
 
-    python benchmarks/bench_stream.py --rows 1000000 10000000 [--workdir /tmp/bench_stream]
+    python benchmarks/bench_stream.py --rows 1000000 10000000 [--ids saturated]
+        [--workdir /tmp/bench_stream]
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ CARDINALITY = {"101": 238_635, "205": 467_298, "206": 6_929, "207": 263_942, "21
 CHUNK = 500_000
 
 
-def make(path: Path, rows: int, seed: int = 0) -> None:
+SATURATED = 10_000  # --ids saturated: at most this many ids per field, drawn uniformly, so the
+# smallest size already sees every id and the vocabularies (and embeddings) are the same at both
+
+
+def make(path: Path, rows: int, ids: str = "zipf", seed: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -64,8 +69,11 @@ def make(path: Path, rows: int, seed: int = 0) -> None:
                 if c.startswith("D"):
                     columns[c] = rng.random(n).astype(np.float32)
                 else:
-                    ids = (rng.zipf(1.2, n) - 1) % CARDINALITY[c]
-                    columns[c] = pa.array(ids).cast(pa.string())
+                    if ids == "saturated":
+                        drawn = rng.integers(0, min(CARDINALITY[c], SATURATED), n)
+                    else:
+                        drawn = (rng.zipf(1.2, n) - 1) % CARDINALITY[c]
+                    columns[c] = pa.array(drawn).cast(pa.string())
             writer.write_table(pa.table(columns))
 
 
@@ -148,12 +156,17 @@ def main() -> None:
     parser.add_argument("--rows-per-part", type=int, default=200_000,
                         help="small enough that the smallest size has several parts: memory is "
                              "bounded by the parts held at once (prefetch queue, part in use)")
+    parser.add_argument("--ids", choices=["zipf", "saturated"], default="zipf",
+                        help="zipf: ids from Zipf laws over the official vocabulary sizes (the "
+                             "vocabularies keep growing with the rows); saturated: uniform over at "
+                             f"most {SATURATED:,} ids per field (the same vocabularies at every "
+                             "size, so only the streaming itself can make memory grow)")
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas reference")
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         kind, *rest = args.phase
-        result = {"make": lambda: (make(Path(rest[0]), int(rest[1])), {})[1],
+        result = {"make": lambda: (make(Path(rest[0]), int(rest[1]), rest[2]), {})[1],
                   "encode": lambda: phase_encode(Path(rest[0]), Path(rest[1]), int(rest[2])),
                   "pandas": lambda: phase_pandas(Path(rest[0])),
                   "train": lambda: phase_train(Path(rest[0]), int(rest[1]))}[kind]()
@@ -161,10 +174,10 @@ def main() -> None:
         return
     results = {}
     for rows in args.rows:
-        folder = args.workdir / f"rows={rows}"
+        folder = args.workdir / f"rows={rows}" / args.ids
         raw = folder / "raw" / "ali_ccp_synthetic.csv"
         if not raw.is_file():
-            _child("make", str(raw), str(rows))
+            _child("make", str(raw), str(rows), args.ids)
         entry = {"encode": _child("encode", str(raw), str(folder), str(args.rows_per_part)),
                  "train": _child("train", str(folder), str(args.batch_size))}
         if not args.no_pandas:
