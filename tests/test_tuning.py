@@ -295,8 +295,9 @@ def test_the_tuning_table_sets_tuned_beside_default_with_a_paired_test(params, t
     for model in ("mmoe", "ple"):
         path = choice_path(runs, EXPERIMENT, model)
         path.parent.mkdir(parents=True)
-        order = list(grid_points(small["tuning"][EXPERIMENT], model))
-        points = {name: {"values": {}, "val_auc": {"income": 0.95, "marital": 0.99},
+        grid = grid_points(small["tuning"][EXPERIMENT], model)
+        order = list(grid)
+        points = {name: {"values": grid[name], "val_auc": {"income": 0.95, "marital": 0.99},
                          "score": 1.94, "best_epoch": 100 if i == 0 else 20, "epochs_run": 100,
                          "epochs_cap": 100, "hit_cap": i == 0} for i, name in enumerate(order)}
         path.write_text(json.dumps({"experiment": EXPERIMENT, "run": model, "seed": 1,
@@ -320,5 +321,6 @@ def test_the_tuning_table_sets_tuned_beside_default_with_a_paired_test(params, t
     assert "`lr=0.001,shuffle=true` **(chosen)**" in md
     csv = (tmp_path / "tables" / f"tuning_{EXPERIMENT}.csv").read_text().splitlines()
     assert len(csv) == 1 + 8 and csv[2].endswith(",true")  # the second point is the choice
+    assert csv[2].startswith('mmoe,"lr=0.001,shuffle=true",0.001,true,')  # values as in names
     cells = json.loads((tmp_path / "metrics" / f"tuning_{EXPERIMENT}.json").read_text())
     assert cells["cells"]["ple"]["income tuned"]["mean"] == pytest.approx(0.953)

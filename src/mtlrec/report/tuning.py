@@ -10,7 +10,6 @@ results/metrics/tuning_<e>.json.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
@@ -21,7 +20,7 @@ from mtlrec.provenance import write_text_atomic
 from mtlrec.report import cells as curated
 from mtlrec.report.latex import fixed, render_table, signed, tex_row
 from mtlrec.report.tables import collect, display
-from mtlrec.train.tuning import choice_path, read_choice
+from mtlrec.train.tuning import choice_path, format_value, read_choice
 
 
 def _paired_p(tuned: list[float], default: list[float]) -> float:
@@ -159,7 +158,8 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
         chosen = row["choice"]
         for name in chosen["order"]:
             point = chosen["points"][name]
-            values = [json.dumps(point["values"].get(k)).replace(",", " ") for k in keys]
+            values = [format_value(point["values"][k]) if k in point["values"] else ""
+                      for k in keys]
             lines.append(",".join([
                 row["model"], f'"{name}"', *values,
                 *(repr(point[f"val_{metric}"][t]) for t in tasks), repr(point["score"]),
