@@ -20,7 +20,7 @@ from mtlrec.provenance import write_text_atomic
 from mtlrec.report import cells as curated
 from mtlrec.report.latex import fixed, render_table, signed, tex_row
 from mtlrec.report.tables import collect, display
-from mtlrec.train.tuning import choice_path, format_value, read_choice
+from mtlrec.train.tuning import choice_path, format_value, hit_cap, read_choice
 
 
 def _paired_p(tuned: list[float], default: list[float]) -> float:
@@ -42,7 +42,6 @@ def summarise(params: dict[str, Any], experiment: str, runs_root: Path) -> list[
     for model in table["models"]:
         chosen = read_choice(choice_path(runs_root, experiment, model))
         metric = chosen["metric"]
-        point = chosen["points"][chosen["choice"]]
         tasks = {}
         for task in tuned[model][0]["tasks"]:
             ours = [r[f"test_{metric}"][task] for r in tuned[model]]
@@ -50,11 +49,10 @@ def summarise(params: dict[str, Any], experiment: str, runs_root: Path) -> list[
             tasks[task] = {"tuned": ours, "default": ref, "p_value": _paired_p(ours, ref)}
         caps = [r["params"]["train"]["epochs"] for r in tuned[model]]
         rows.append({
-            "model": model, "metric": metric, "choice": chosen, "point": point, "tasks": tasks,
+            "model": model, "metric": metric, "choice": chosen, "tasks": tasks,
             "points_at_cap": sum(p["hit_cap"] for p in chosen["points"].values()),
-            "tuned_at_cap": sum(r["best_epoch"] >= c for r, c in zip(tuned[model], caps,
-                                                                       strict=True)),
-            "best_epochs": [r["best_epoch"] for r in tuned[model]],
+            "tuned_at_cap": sum(hit_cap(r, c) for r, c in zip(tuned[model], caps, strict=True)),
+            "n_seeds": len(tuned[model]),
             "cap": caps[0],
         })
     return rows
@@ -74,7 +72,7 @@ def _summary_cells(params: dict[str, Any], row: dict[str, Any], decimals: int, p
     n_points = len(row["choice"]["points"])
     cells = [display(params, row["model"]), row["choice"]["choice"],
              f"{row['points_at_cap']}/{n_points}",
-             f"{row['tuned_at_cap']}/{len(row['best_epochs'])}"]
+             f"{row['tuned_at_cap']}/{row['n_seeds']}"]
     for cell in row["tasks"].values():
         gain = statistics.fmean(cell["tuned"]) - statistics.fmean(cell["default"])
         cells += [_mean_std(cell["default"], decimals, pm), _mean_std(cell["tuned"], decimals, pm),
