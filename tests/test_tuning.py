@@ -158,6 +158,18 @@ def test_the_tuned_experiment_searches_every_model_with_its_own_grid(params):
         params, EXPERIMENT, "ple")
 
 
+def test_the_dag_and_the_jobs_read_one_layout_of_a_search(tmp_path):
+    """The DAG's repo-relative paths and the jobs' paths under any runs root are one layout."""
+    point = "expert_hidden=256x128,lr=0.001,shuffle=true"
+    assert point_dir("runs", EXPERIMENT, "mmoe", point, 7).as_posix() == dag.point_run_dir(
+        EXPERIMENT, "mmoe", point, 7)
+    assert choice_path("runs", EXPERIMENT, "mmoe").as_posix() == dag.choice_file(EXPERIMENT, "mmoe")
+    assert point_dir(tmp_path, EXPERIMENT, "mmoe", point, 7) == (
+        tmp_path / EXPERIMENT / "tuning" / "mmoe" / point / "seed=7")
+    assert choice_path(tmp_path, EXPERIMENT, "mmoe") == (
+        tmp_path / EXPERIMENT / "tuning" / "mmoe" / "choice.json")
+
+
 def test_a_tuned_run_reads_its_choice_and_a_grid_point_does_not(params):
     seed = str(params["train"]["seeds"][0])  # the search seed: the first train seed
     cmd = dag.train_cmd(params, EXPERIMENT, "mmoe", seed)

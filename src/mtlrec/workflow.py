@@ -161,22 +161,26 @@ def masks_dir(experiment: str, seed: int | str) -> str:
     return f"runs/{experiment}/masks/seed={seed}"
 
 
-def tuning_dir(experiment: str, run: str) -> str:
-    """A tuned experiment's search for one run: its points' runs and its choice."""
-    return f"runs/{experiment}/tuning/{run}"
+def tuning_dir(experiment: str, run: str, runs: str = "runs") -> str:
+    """A tuned experiment's search for one run: its points' runs and its choice (the one spelling
+    of the layout: mtlrec.train.tuning reads it under any runs root)."""
+    return f"{runs}/{experiment}/tuning/{run}"
 
 
-def point_run_dir(experiment: str, run: str, point: str, seed: int | str) -> str:
-    return f"{tuning_dir(experiment, run)}/{point}/seed={seed}"
+def point_run_dir(experiment: str, run: str, point: str, seed: int | str, runs: str = "runs"
+                  ) -> str:
+    return f"{tuning_dir(experiment, run, runs)}/{point}/seed={seed}"
 
 
-def choice_file(experiment: str, run: str) -> str:
-    return f"{tuning_dir(experiment, run)}/choice.json"
+def choice_file(experiment: str, run: str, runs: str = "runs") -> str:
+    return f"{tuning_dir(experiment, run, runs)}/choice.json"
 
 
 def is_tuned(params: dict[str, Any], experiment: str) -> bool:
     """An experiment with a `tuning.<experiment>` section: its runs train at a searched point."""
-    return experiment in (params.get("tuning") or {})
+    from mtlrec.train.tuning import tuning_section
+
+    return tuning_section(params, experiment) is not None
 
 
 def tuned_experiments(params: dict[str, Any]) -> str:

@@ -32,10 +32,9 @@ from typing import Any
 from mtlrec.config import check_cross_references, deep_merge, run_model, validate
 from mtlrec.errors import MtlrecError
 from mtlrec.evaluate.metrics import get_metric
+from mtlrec.workflow import choice_file, point_run_dir
 
 SECTIONS = ("train", "model")  # what a grid key may replace
-TUNING_DIR = "tuning"  # runs/<experiment>/tuning/<run>/{<point>/seed=<s>/, choice.json}
-CHOICE_FILE = "choice.json"
 
 
 def _short_name(key: str) -> str:
@@ -162,11 +161,13 @@ def run_points(params: Mapping[str, Any], experiment: str, run: str) -> dict[str
 
 def point_dir(runs_root: Path | str, experiment: str, run: str, point: str, seed: int | str
               ) -> Path:
-    return Path(runs_root) / experiment / TUNING_DIR / run / point / f"seed={seed}"
+    """A grid point's run folder under a runs root (the layout is mtlrec.workflow's)."""
+    return Path(point_run_dir(experiment, run, point, seed, runs=str(runs_root)))
 
 
 def choice_path(runs_root: Path | str, experiment: str, run: str) -> Path:
-    return Path(runs_root) / experiment / TUNING_DIR / run / CHOICE_FILE
+    """A search's choice file under a runs root (the layout is mtlrec.workflow's)."""
+    return Path(choice_file(experiment, run, runs=str(runs_root)))
 
 
 def tuned_params(params: Mapping[str, Any], experiment: str, run: str, *,
