@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import torch
@@ -201,28 +202,57 @@ def _check_fractions(name: str, section: dict[str, Any], with_test: bool) -> Non
 # ---------------------------------------------------------------- pass 1: vocabularies, ranges
 
 
+class ValueCounts:
+    """The counts of one string field's values over many blocks, in bounded memory: each block's
+    counts are kept as arrow columns and merged (an arrow group-by) every `merge_every` blocks,
+    so what is held is at most one merged table plus `merge_every` block tables (a pandas
+    Series.add per block re-aligned the whole running index each time: half of pass 1)."""
+
+    def __init__(self, merge_every: int = 32) -> None:
+        self.merge_every = merge_every
+        self.tables: list[pa.Table] = []
+
+    def add(self, column: pa.Array | pa.ChunkedArray) -> None:
+        counted = pc.value_counts(column)  # struct array: values, counts
+        self.tables.append(pa.table({"value": counted.field("values"),
+                                     "count": counted.field("counts")}))
+        if len(self.tables) >= self.merge_every:
+            self._merge()
+
+    def _merge(self) -> None:
+        if len(self.tables) > 1:
+            merged = pa.concat_tables(self.tables).group_by("value").aggregate(
+                [("count", "sum")])
+            self.tables = [pa.table({"value": merged["value"], "count": merged["count_sum"]})]
+
+    def at_least(self, min_count: int) -> list[str]:
+        """The values counted at least `min_count` times, sorted (as Python strings sort)."""
+        self._merge()
+        if not self.tables:
+            return []
+        table = self.tables[0]
+        kept = table.filter(pc.greater_equal(table["count"], min_count))["value"]
+        return sorted(str(v) for v in kept.to_pylist())
+
+
 def _fit(name: str, section: dict[str, Any], raw_dir: Path
          ) -> tuple[dict[str, list[str]], dict[str, tuple[float, float]]]:
     fit_on = section.get("fit_encoders_on", "train")
-    counts: dict[str, pd.Series] = {f: pd.Series(dtype=np.int64) for f in section["sparse"]}
+    counts = {f: ValueCounts() for f in section["sparse"]}
     low = dict.fromkeys(section["dense"], np.inf)
     high = dict.fromkeys(section["dense"], -np.inf)
     for split, block in _split_blocks(name, section, raw_dir):
         if fit_on == "train" and split != "train":
             continue
         for field in section["sparse"]:
-            values = block.column(field).value_counts()  # struct array: values, counts
-            chunk = pd.Series(values.field("counts").to_numpy(),
-                              index=values.field("values").to_pylist())
-            counts[field] = counts[field].add(chunk, fill_value=0)
+            counts[field].add(block.column(field))
         for field in section["dense"]:
             column = block.column(field).to_numpy(zero_copy_only=False)
             if len(column):
                 low[field] = min(low[field], float(np.nanmin(column)))
                 high[field] = max(high[field], float(np.nanmax(column)))
     min_count = section.get("min_count", 1)
-    vocabularies = {f: sorted(str(v) for v in c.index[c.to_numpy() >= min_count])
-                    for f, c in counts.items()}
+    vocabularies = {f: c.at_least(min_count) for f, c in counts.items()}
     ranges = {f: (float(low[f]), float(high[f])) if np.isfinite(low[f]) else (0.0, 1.0)
               for f in section["dense"]}
     return vocabularies, ranges
@@ -266,16 +296,24 @@ class PartWriter:
         self.rows += table.num_rows
 
 
-def _encode_block(block: pa.RecordBatch, indexes: dict[str, pd.Index],
+def _encode_block(block: pa.RecordBatch, vocabularies: dict[str, pd.Index],
                   ranges: dict[str, tuple[float, float]], first_row_id: int) -> pa.Table:
+    """Dense fields min-max scaled to float32; a sparse value's code is its position in the
+    sorted vocabulary, len(vocabulary) for one outside it; row ids from `first_row_id`. Only a
+    block's distinct values are looked up (the index keeps its hash table between blocks)."""
     columns: dict[str, np.ndarray] = {}
     for field, (low, high) in ranges.items():
         span = high - low if high > low else 1.0
         values = block.column(field).to_numpy(zero_copy_only=False)
         columns[field] = ((np.nan_to_num(values, nan=low) - low) / span).astype(np.float32)
-    for field, index in indexes.items():
-        codes = index.get_indexer(block.column(field).to_numpy(zero_copy_only=False))
-        columns[field] = np.where(codes < 0, len(index), codes).astype(np.int32)
+    for field, vocabulary in vocabularies.items():
+        column = block.column(field)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        distinct = pc.dictionary_encode(column, null_encoding="encode")  # nulls: one value
+        codes = vocabulary.get_indexer(distinct.dictionary.to_numpy(zero_copy_only=False))
+        codes = np.where(codes < 0, len(vocabulary), codes).astype(np.int32)
+        columns[field] = codes[distinct.indices.to_numpy(zero_copy_only=False)]
     columns["row_id"] = np.arange(first_row_id, first_row_id + block.num_rows, dtype=np.int64)
     return pa.table(columns)
 
