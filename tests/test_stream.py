@@ -318,3 +318,32 @@ def test_a_missing_full_scale_raw_file_names_its_path_and_source(tmp_path: Path)
     with pytest.raises(MtlrecError, match=r"files.train: .*sample_skeleton_train.csv not found "
                                           r"\(source: https://tianchi.aliyun.com/dataset/408"):
         fetch_dataset(params, "ali_ccp", tmp_path)
+
+
+@pytest.mark.parametrize("merge_every", [1, 2, 32])
+def test_value_counts_over_blocks_equal_one_count_of_all_rows(merge_every):
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    blocks = [pa.array([f"v{i}" for i in rng.integers(0, 40, size)]) for size in (50, 1, 80, 7)]
+    counts = stream.ValueCounts(merge_every)
+    for block in blocks:
+        counts.add(block)
+    everything = pd.Series(np.concatenate([b.to_numpy(zero_copy_only=False) for b in blocks]))
+    direct = everything.value_counts()
+    assert counts.at_least(1) == sorted(direct.index)
+    assert counts.at_least(3) == sorted(direct.index[direct.to_numpy() >= 3])
+    assert counts.at_least(10_000) == []
+    assert stream.ValueCounts().at_least(1) == []  # no block at all
+
+
+def test_a_block_is_encoded_by_its_sorted_vocabulary_and_unknown_values_get_the_last_code():
+    import pyarrow as pa
+
+    block = pa.record_batch({"f": pa.array(["b", "z", "a", "b", "a"]),
+                             "x": pa.array([1.0, 3.0, float("nan"), 2.0, 5.0])})
+    table = stream._encode_block(block, {"f": pd.Index(["a", "b", "c"], dtype=object)},
+                                 {"x": (1.0, 5.0)}, first_row_id=10)
+    assert table["f"].to_pylist() == [1, 3, 0, 1, 0]
+    assert table["x"].to_pylist() == [0.0, 0.5, 0.0, 0.25, 1.0]
+    assert table["row_id"].to_pylist() == [10, 11, 12, 13, 14]
