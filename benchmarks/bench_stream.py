@@ -7,7 +7,8 @@ real Ali-CCP schema, peak RSS and rows/s, with ratios measured in the same run.
 2. `encode`: mtlrec.data.stream.encode_stream (two passes, parts of `--rows-per-part` rows),
    and as the reference a plain pandas `read_csv` of the whole file + sklearn `LabelEncoder`
    per field.
-3. `train`: one epoch of MMOE over the streamed training split (batches from disk, prefetched).
+3. `train`: MMOE over the streamed training split (batches from disk, prefetched), whole epochs
+   until at least `--min-train-rows` rows (default 5M: one epoch at 10M rows, six at 1M).
 
 Each measurement runs in a fresh child process so its peak RSS is its own. For every size it
 prints rows/s and peak RSS; then the ratios: the stream's throughput at the largest size over the
@@ -116,7 +117,7 @@ def phase_pandas(path: Path) -> dict:
             "peak_mib": _peak_mib()}
 
 
-def phase_train(out: Path, batch_size: int) -> dict:
+def phase_train(out: Path, batch_size: int, min_rows: int) -> dict:
     import torch
 
     from mtlrec.data.splits import load_splits
@@ -129,17 +130,21 @@ def phase_train(out: Path, batch_size: int) -> dict:
     model = MMOE(FeatureSpec.from_schema(splits.schema), 2, embed_dim=5, num_experts=8,
                  expert_hidden=[64], tower_hidden=[32], reg_emb=0.0, reg_dnn=0.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
-    rows = 0
-    for batch in splits.train.batches(batch_size, True, torch.Generator().manual_seed(0)):
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            model(batch.dense, batch.sparse), batch.labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        rows += len(batch)
+    rows = epochs = 0
+    while epochs == 0 or rows < min_rows:  # whole epochs, at least min_rows rows in all
+        for batch in splits.train.batches(batch_size, True, generator):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                model(batch.dense, batch.sparse), batch.labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            rows += len(batch)
+        epochs += 1
     wall = time.perf_counter() - start
-    return {"rows": rows, "wall_s": wall, "rows_per_s": rows / wall, "peak_mib": _peak_mib()}
+    return {"rows": rows, "epochs": epochs, "wall_s": wall, "rows_per_s": rows / wall,
+            "peak_mib": _peak_mib()}
 
 
 def _child(*args: str) -> dict:
@@ -161,6 +166,9 @@ def main() -> None:
                              "vocabularies keep growing with the rows); saturated: uniform over at "
                              f"most {SATURATED:,} ids per field (the same vocabularies at every "
                              "size, so only the streaming itself can make memory grow)")
+    parser.add_argument("--min-train-rows", type=int, default=5_000_000,
+                        help="the train phase runs whole epochs until it has trained this many "
+                             "rows, so that a small size is timed over seconds, not a warm-up")
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas reference")
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -169,7 +177,7 @@ def main() -> None:
         result = {"make": lambda: (make(Path(rest[0]), int(rest[1]), rest[2]), {})[1],
                   "encode": lambda: phase_encode(Path(rest[0]), Path(rest[1]), int(rest[2])),
                   "pandas": lambda: phase_pandas(Path(rest[0])),
-                  "train": lambda: phase_train(Path(rest[0]), int(rest[1]))}[kind]()
+                  "train": lambda: phase_train(Path(rest[0]), int(rest[1]), int(rest[2]))}[kind]()
         print(json.dumps(result))
         return
     results = {}
@@ -179,13 +187,15 @@ def main() -> None:
         if not raw.is_file():
             _child("make", str(raw), str(rows), args.ids)
         entry = {"encode": _child("encode", str(raw), str(folder), str(args.rows_per_part)),
-                 "train": _child("train", str(folder), str(args.batch_size))}
+                 "train": _child("train", str(folder), str(args.batch_size),
+                                  str(args.min_train_rows))}
         if not args.no_pandas:
             entry["pandas"] = _child("pandas", str(raw))
         results[rows] = entry
         for name, r in entry.items():
             print(f"{rows:>11,} rows  {name:<7} {r['rows_per_s']:>11,.0f} rows/s  "
-                  f"peak RSS {r['peak_mib']:>8,.0f} MiB  ({r['wall_s']:.1f} s)", flush=True)
+                  f"peak RSS {r['peak_mib']:>8,.0f} MiB  ({r['wall_s']:.1f} s"
+                  + (f", {r['epochs']} epochs)" if "epochs" in r else ")"), flush=True)
     small, large = results[min(results)], results[max(results)]
     print("\nratios (same run):")
     for name in ("encode", "train"):
