@@ -195,7 +195,7 @@ def main() -> None:
         for name, r in entry.items():
             print(f"{rows:>11,} rows  {name:<7} {r['rows_per_s']:>11,.0f} rows/s  "
                   f"peak RSS {r['peak_mib']:>8,.0f} MiB  ({r['wall_s']:.1f} s"
-                  + (f", {r['epochs']} epochs)" if "epochs" in r else ")"), flush=True)
+                  + (f", {r['epochs']} epoch(s))" if "epochs" in r else ")"), flush=True)
     small, large = results[min(results)], results[max(results)]
     print("\nratios (same run):")
     for name in ("encode", "train"):
