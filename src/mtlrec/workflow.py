@@ -178,9 +178,7 @@ def choice_file(experiment: str, run: str, runs: str = "runs") -> str:
 
 def is_tuned(params: dict[str, Any], experiment: str) -> bool:
     """An experiment with a `tuning.<experiment>` section: its runs train at a searched point."""
-    from mtlrec.train.tuning import tuning_section
-
-    return tuning_section(params, experiment) is not None
+    return experiment in (params.get("tuning") or {})
 
 
 def tuned_experiments(params: dict[str, Any]) -> str:

@@ -307,10 +307,7 @@ def _encode_block(block: pa.RecordBatch, vocabularies: dict[str, pd.Index],
         values = block.column(field).to_numpy(zero_copy_only=False)
         columns[field] = ((np.nan_to_num(values, nan=low) - low) / span).astype(np.float32)
     for field, vocabulary in vocabularies.items():
-        column = block.column(field)
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
-        distinct = pc.dictionary_encode(column, null_encoding="encode")  # nulls: one value
+        distinct = pc.dictionary_encode(block.column(field), null_encoding="encode")  # nulls: one
         codes = vocabulary.get_indexer(distinct.dictionary.to_numpy(zero_copy_only=False))
         codes = np.where(codes < 0, len(vocabulary), codes).astype(np.int32)
         columns[field] = codes[distinct.indices.to_numpy(zero_copy_only=False)]
