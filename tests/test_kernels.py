@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from mtlrec import kernels
-from mtlrec.kernels import ONEDNN_MIN_MACS, cpu_linear, linear, linear_stack, set_cpu_linear
+from mtlrec.kernels import (
+    ONEDNN_MIN_MACS,
+    cpu_linear,
+    flush_denormal,
+    linear,
+    linear_stack,
+    set_cpu_linear,
+    set_flush_denormal,
+)
 from mtlrec.models import build_model
 from mtlrec.models.layers import MLP, FeatureSpec
 
@@ -19,9 +27,10 @@ needs_onednn = pytest.mark.skipif(not kernels.onednn_available(),
 
 @pytest.fixture(autouse=True)
 def _restore_kernels():
-    before = kernels._settings["cpu_linear"]
+    before = dict(kernels._settings)
     yield
-    set_cpu_linear(before)
+    set_cpu_linear(before["cpu_linear"])
+    set_flush_denormal(before["flush_denormal"])
 
 
 def _reference(x, weight, bias, relu):
@@ -254,3 +263,19 @@ def test_per_sample_gradients_with_torch_func_on_every_model(name, setting):
                 assert torch.allclose(per_row[key][row], want, atol=1e-6), (key, row)
     finally:
         set_cpu_linear("onednn")
+
+
+def test_flush_denormal_zeroes_subnormal_results_and_is_recorded():
+    from mtlrec.provenance import provenance
+
+    tiny = torch.tensor([1e-37])  # normal; / 1000 is subnormal
+    set_flush_denormal(False)
+    assert (tiny / 1000).item() > 0 and not flush_denormal()
+    assert provenance(torch.device("cpu"), 1)["flush_denormal"] is False
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU has no flush-to-zero mode")
+    set_flush_denormal(True)
+    assert (tiny / 1000).item() == 0 and flush_denormal()
+    record = provenance(torch.device("cpu"), 1)
+    assert record["flush_denormal"] is True and record["cpu"]
+    assert (tiny * 2).item() == pytest.approx(2e-37)  # normal values are untouched

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mtlrec.errors import MtlrecError
-from mtlrec.kernels import cpu_linear
+from mtlrec.kernels import cpu_linear, flush_denormal
 
 TRACKED_PACKAGES = ("mtlrec", "torch", "numpy", "pandas", "pyarrow", "scikit-learn")
 
@@ -103,15 +103,37 @@ def device_description(device: torch.device) -> str:
     return f"cpu:{platform.machine()}"
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux /proc/cpuinfo; else what `platform` knows, or '?').
+    The same params and seed give the same bits on one CPU model, not across models: their BLAS
+    and oneDNN kernels sum in other orders."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def device_label(prov: dict[str, Any]) -> str:
+    """A result's device as tables print it: 'cpu:x86_64', with the CPU model where recorded."""
+    return f"{prov['device']} ({prov['cpu']})" if "cpu" in prov else prov["device"]
+
+
 def provenance(device: torch.device, num_threads: int) -> dict[str, Any]:
-    """Everything needed to tell where a result came from. Deterministic for a fixed checkout."""
-    return {
+    """Everything needed to tell where a result came from. Deterministic for a fixed checkout
+    on one machine type."""
+    found = {
         "git_commit": git_commit(),
         "versions": versions(),
         "device": device_description(device),
         "num_threads": num_threads,
         "linear_kernels": cpu_linear() if device.type == "cpu" else "torch",
     }
+    if device.type == "cpu":
+        found |= {"cpu": cpu_model(), "flush_denormal": flush_denormal()}
+    return found
 
 
 def _umask_mode() -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 from mtlrec.config import deep_merge, experiment_section, section
 from mtlrec.errors import MtlrecError
+from mtlrec.kernels import set_flush_denormal
 from mtlrec.provenance import (
     check_writable,
     provenance,
@@ -84,6 +85,7 @@ def run_ranking(params: dict[str, Any], experiment: str, run: str, seed: int, da
     import torch
 
     torch.set_num_threads(runtime["num_threads"])
+    set_flush_denormal(runtime["flush_denormal"])
     if resolve_device(runtime["device"]).type != "cpu":  # the ranking loop is CPU-only so far
         print("mtlrec: note: ranking runs train on the CPU (runtime.device is ignored here)",
               file=sys.stderr)

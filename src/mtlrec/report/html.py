@@ -20,7 +20,7 @@ from typing import Any
 from mtlrec import workflow
 from mtlrec.config import FULL_PREFIX, NEW_TASK_PREFIX, experiment_runs, is_ranking
 from mtlrec.errors import MtlrecError
-from mtlrec.provenance import write_text_atomic
+from mtlrec.provenance import device_label, write_text_atomic
 from mtlrec.report.cells import read_cells
 from mtlrec.report.latex import fixed, signed
 from mtlrec.report.publish import PAPERS, allowed, paper_of
@@ -183,7 +183,7 @@ def _provenance(params: dict[str, Any], experiment: str, root: Path) -> str:
             count += 1
             prov = json.loads(metrics.read_text())["provenance"]
             commits.add(prov["git_commit"])
-            devices.add(f"{prov['device']} ({prov.get('linear_kernels', 'torch')} kernels, "
+            devices.add(f"{device_label(prov)} ({prov.get('linear_kernels', 'torch')} kernels, "
                         f"{prov.get('num_threads', '?')} thread(s))")
             versions.add(", ".join(f"{k} {v}" for k, v in sorted(prov["versions"].items())))
             timing = folder / "timing.json"

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from mtlrec.config import rank_report_runs, rank_table_metrics, sweep_point  # noqa: E402
 from mtlrec.errors import MtlrecError  # noqa: E402
-from mtlrec.provenance import write_text_atomic  # noqa: E402
+from mtlrec.provenance import device_label, write_text_atomic  # noqa: E402
 from mtlrec.report.cells import (  # noqa: E402
     cell,
     metrics_path,
@@ -51,7 +51,7 @@ def _short_metric(name: str) -> str:
 def _provenance(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     first = next(iter(runs.values()))[0]
     commits = sorted({r["provenance"]["git_commit"] for rs in runs.values() for r in rs})
-    devices = sorted({r["provenance"]["device"] for rs in runs.values() for r in rs})
+    devices = sorted({device_label(r["provenance"]) for rs in runs.values() for r in rs})
     versions = ", ".join(f"{k} {v}" for k, v in sorted(first["provenance"]["versions"].items()))
     data = first["data"]
     return [f"seeds: {[r['seed'] for r in next(iter(runs.values()))]}",

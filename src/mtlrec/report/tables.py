@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from mtlrec.errors import MtlrecError
-from mtlrec.provenance import write_text_atomic
+from mtlrec.provenance import device_label, write_text_atomic
 from mtlrec.report import cells as curated
 from mtlrec.report.latex import fixed, render_table, signed, tex_row
 
@@ -108,7 +108,7 @@ def _provenance_lines(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     first = next(iter(runs.values()))[0]
     prov = first["provenance"]
     commits = sorted({r["provenance"]["git_commit"] for rs in runs.values() for r in rs})
-    devices = sorted({r["provenance"]["device"] for rs in runs.values() for r in rs})
+    devices = sorted({device_label(r["provenance"]) for rs in runs.values() for r in rs})
     kernels = sorted({r["provenance"].get("linear_kernels", "torch") for rs in runs.values()
                       for r in rs})
     seeds = [r["seed"] for r in next(iter(runs.values()))]

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from mtlrec.data.splits import Splits, load_splits
-from mtlrec.kernels import set_cpu_linear
+from mtlrec.kernels import set_cpu_linear, set_flush_denormal
 from mtlrec.provenance import resolve_device, set_seed, use_deterministic_kernels
 
 
@@ -21,6 +21,7 @@ def start_run(runtime: dict[str, Any], seed: int, data_dir: Path, tasks: list[st
     after starts from the seed's weights)."""
     torch.set_num_threads(runtime["num_threads"])
     set_cpu_linear(runtime["cpu_linear"])
+    set_flush_denormal(runtime["flush_denormal"])
     device = resolve_device(runtime["device"])
     use_deterministic_kernels(device)
     set_seed(seed)
