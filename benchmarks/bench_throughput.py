@@ -13,14 +13,15 @@ References:
   trains it: its `MTLTrainer.train_one_epoch` on that DataLoader, with the same L2 terms as ours
   ("trainer", the reference docs/spec/toolchain.md and the speed issue quote).
 Our side runs each model through its gradient combiner (`train_step`), as the training loop
-does, once per dense-layer kernel setting in `--kernels` (onednn = the pipeline's default;
+does, once per dense-layer kernel setting in `--kernels` (the default `auto` resolves to onednn
+on AVX-512 CPUs and to blas elsewhere, printed in the header;
 torch = F.linear, the code before it).
 
 `--device cuda` times the same models on a GPU (data on the GPU, synchronised timers; the ceiling
 is a fp32 torch.mm there, TF32 off); torch-rechub and the kernel settings are CPU-only columns.
 
 Usage: python benchmarks/bench_throughput.py [--threads N] [--repeats 2] [--steps 150]
-       [--kernels onednn,torch] [--device cpu|cuda]
+       [--kernels onednn,blas,torch] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from mtlrec.data.batches import TensorSplit
 from mtlrec.data.datasets import encode_dataset, write_task_labels
 from mtlrec.data.sources import fetch
 from mtlrec.data.splits import default_labels_dir, load_splits
-from mtlrec.kernels import cpu_linear, set_cpu_linear
+from mtlrec.kernels import cpu_linear, resolve_cpu_linear, set_cpu_linear
 from mtlrec.models import build_model
 from mtlrec.models.layers import Batch, FeatureSpec, StepInfo
 from mtlrec.train.loop import make_optimizer, prepare_training, train_step
@@ -270,7 +271,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=150, help="training steps per measurement")
-    parser.add_argument("--kernels", default="onednn,torch",
+    parser.add_argument("--kernels", default="onednn,blas,torch",
                         help="comma-separated runtime.cpu_linear settings to measure ours with")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     args = parser.parse_args()
@@ -294,7 +295,9 @@ def main() -> None:
     where = torch.cuda.get_device_name(args.device) if on_gpu else "cpu"
     print(f"device {where}; threads {args.threads}; fp32 matmul ceiling {gflops:.1f} GFLOP/s ("
           + ", ".join(f"{k} {v:.1f}" for k, v in by_kernel.items())
-          + f"); train rows {len(train)}, inference rows {len(test)}")
+          + f"); train rows {len(train)}, inference rows {len(test)}; "
+          f"cpu_linear auto -> {resolve_cpu_linear('auto')} (CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()})")
     print(f"{'model':7} {'kernels':7} {'batch':>5} {'MFLOP/sample':>12} {'train/s':>9} "
           f"{'ceiling/s':>9} {'ours/ceil':>9} {'infer/s':>9}")
     features = FeatureSpec.from_schema(splits.schema)

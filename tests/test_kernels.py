@@ -1,6 +1,7 @@
-"""The dense layer's kernels: the oneDNN CPU path computes F.linear's maths (values and gradients,
-with and without the fused ReLU, above and below the size threshold), deterministically, and the
-`runtime.cpu_linear` switch is validated and recorded."""
+"""The dense layer's kernels: the oneDNN and BLAS CPU paths compute F.linear's maths (values and
+gradients, with and without the fused ReLU, above and below the size threshold), deterministically,
+`auto` picks by the CPU's instruction set, and the `runtime.cpu_linear` switch is validated and
+recorded."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mtlrec.kernels import (
     flush_denormal,
     linear,
     linear_stack,
+    resolve_cpu_linear,
     set_cpu_linear,
     set_flush_denormal,
 )
@@ -106,6 +108,38 @@ def test_unknown_kernel_name_is_refused():
         set_cpu_linear("mkl")
 
 
+@pytest.mark.parametrize("avx512", [True, False])
+def test_auto_picks_onednn_on_avx512_and_blas_elsewhere(monkeypatch, avx512):
+    """`auto` is a function of the CPU (never of a timing), recorded resolved."""
+    monkeypatch.setattr(kernels, "has_avx512", lambda: avx512)
+    want = "onednn" if avx512 and kernels.onednn_available() else "blas"
+    assert resolve_cpu_linear("auto") == want
+    set_cpu_linear("auto")
+    assert cpu_linear() == want
+    assert resolve_cpu_linear("torch") == "torch" and resolve_cpu_linear("blas") == "blas"
+
+
+def test_onednn_without_onednn_falls_back_to_blas(monkeypatch):
+    monkeypatch.setattr(kernels, "onednn_available", lambda: False)
+    assert resolve_cpu_linear("onednn") == "blas"
+
+
+def test_blas_path_is_one_node_of_torch_products_only():
+    """`blas`: the fused stack (one autograd node) whose every product is torch's own call, so a
+    forward equals F.linear's bits and no oneDNN op runs, above the oneDNN threshold too."""
+    x, layers = _stack_case((256,), True)
+    set_cpu_linear("blas")
+    with torch.profiler.profile() as prof:
+        out = linear_stack(x, layers)
+        out.pow(2).sum().backward()
+    ops = [event.key for event in prof.key_averages()]
+    assert type(out.grad_fn).__name__ == "_DenseStackBackward"
+    assert "mkldnn::_linear_pointwise" not in ops
+    gen = torch.Generator().manual_seed(2)
+    a, weight = torch.randn(256, 127, generator=gen), torch.randn(256, 127, generator=gen)
+    assert torch.equal(linear(a, weight, relu=True), torch.relu(F.linear(a, weight)))
+
+
 def test_mlp_fused_forward_equals_its_modules_one_by_one():
     torch.manual_seed(0)
     mlp = MLP(20, [16, 8])
@@ -137,7 +171,7 @@ def _stack_grads(run, x, layers):
     return out.detach(), grads
 
 
-@pytest.mark.parametrize("kernel", ["onednn", "torch"])
+@pytest.mark.parametrize("kernel", ["onednn", "blas", "torch"])
 @pytest.mark.parametrize("lead", [(256,), (4, 64)])
 @pytest.mark.parametrize("x_needs_grad", [True, False])
 def test_linear_stack_gives_the_bits_of_linear_layer_by_layer(kernel, lead, x_needs_grad):
@@ -167,9 +201,9 @@ def test_linear_stack_is_one_autograd_node_on_onednn():
     set_cpu_linear("onednn")
     x, layers = _stack_case((256,), True)
     out = linear_stack(x, layers)
-    assert type(out.grad_fn).__name__ == "_OneDnnStackBackward"
+    assert type(out.grad_fn).__name__ == "_DenseStackBackward"
     set_cpu_linear("torch")
-    assert type(linear_stack(x, layers).grad_fn).__name__ != "_OneDnnStackBackward"
+    assert type(linear_stack(x, layers).grad_fn).__name__ != "_DenseStackBackward"
 
 
 def test_schema_rejects_an_unknown_cpu_linear(base_params):
@@ -197,7 +231,7 @@ def test_models_train_alike_on_both_kernels():
     hparams = {"embed_dim": 4, "num_experts": 3, "expert_hidden": [256, 128],
                "tower_hidden": [64, 32], "reg_emb": 3e-4, "reg_dnn": 3e-4}
     losses = {}
-    for name in ("onednn", "torch"):
+    for name in ("onednn", "blas", "torch"):
         set_cpu_linear(name)
         torch.manual_seed(0)
         model = build_model("mmoe", features, 2, hparams)
@@ -211,6 +245,7 @@ def test_models_train_alike_on_both_kernels():
             losses[name].append(loss.item())
     assert cpu_linear() == "torch"
     assert losses["onednn"] == pytest.approx(losses["torch"], rel=1e-5)
+    assert losses["blas"] == pytest.approx(losses["torch"], rel=1e-5)
 
 
 @needs_onednn
@@ -218,11 +253,11 @@ def test_second_order_gradients_fail_loudly_on_onednn_and_work_on_torch():
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(256, 127, generator=gen)
     weight = torch.randn(256, 127, generator=gen).requires_grad_()
-    for name in ("onednn", "torch"):
+    for name in ("onednn", "blas", "torch"):
         set_cpu_linear(name)
         (grad,) = torch.autograd.grad(linear(x, weight, relu=True).pow(2).sum(), weight,
                                       create_graph=True)
-        if name == "onednn":
+        if name != "torch":
             with pytest.raises(RuntimeError, match="once_differentiable"):
                 grad.sum().backward()
         else:
@@ -230,7 +265,7 @@ def test_second_order_gradients_fail_loudly_on_onednn_and_work_on_torch():
             assert weight.grad is not None
 
 
-@pytest.mark.parametrize("setting", ["onednn", "torch"])
+@pytest.mark.parametrize("setting", ["onednn", "blas", "torch"])
 @pytest.mark.parametrize("name", sorted(__import__("mtlrec.models", fromlist=["MODELS"]).MODELS))
 def test_per_sample_gradients_with_torch_func_on_every_model(name, setting):
     """vmap(grad(loss)) runs on every registered model with either kernel setting (the speed-only

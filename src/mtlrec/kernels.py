@@ -11,11 +11,18 @@ through oneDNN (benchmarks/bench_throughput.py prints both ceilings).
 the same products (the same bits: one node instead of one per layer saves the autograd engine's
 per-node cost, a sizeable part of a small training step). Which kernels they run is the
 `runtime.cpu_linear` param, set once per process with `set_cpu_linear`:
-- `onednn` (default): forward and both backward products through oneDNN's fp32 matmul (the
+- `onednn`: forward and both backward products through oneDNN's fp32 matmul (the
   `mkldnn._linear_pointwise` op torch's own compiler uses), with the ReLU fused into the forward;
   the bias gradient is a column sum. Full fp32 (oneDNN's strict fp math: no bf16/tf32 shortcuts).
-- `torch`: `F.linear` (+ `torch.relu`), torch's own path on every device.
-On CUDA, or where torch has no oneDNN, both give `torch`.
+- `blas`: the same one-node Functions, every product through torch's own BLAS call (MKL's
+  sgemm on x86). On CPUs without AVX-512 oneDNN's matmul is the slower GEMM (a Zen 3 EPYC, AVX2:
+  68 against MKL's 86 GFLOP/s on one thread), while the fused nodes still save per-op costs.
+- `torch`: `F.linear` (+ `torch.relu`), torch's own path on every device, every op its own node.
+- `auto` (default): `onednn` where torch reports AVX-512 (`torch.backends.cpu.
+  get_cpu_capability()`, the ISA its own kernels dispatch to), `blas` elsewhere. The rule is a
+  function of the CPU, never of a timing, so a given machine always makes the same choice (and
+  the same bits); measured by benchmarks/bench_throughput.py on both kinds of CPU (README, Speed).
+On CUDA every setting gives `torch`; where torch has no oneDNN, `onednn` gives `blas`.
 
 The same switch covers every other speed-only autograd Function of the package, all in this module:
 the embedding lookup (`lookup`: one `index_add_` backward), the gate mix (`mix`) and the L2 term
@@ -36,12 +43,13 @@ that machine a 5-epoch run wrote the same metrics.json with and without it, and 
 differed only in weights below 1e-30. torch sets the mode on the calling thread only: with
 `num_threads` > 1 its worker threads may keep gradual underflow.
 
-The two CPU paths compute the same maths with a different summation order, so their results
-differ in the last bits (~1e-7 relative per product); each path is deterministic on a given
-machine and thread count. The results committed in runs/ were made with `onednn` (see README,
-"Speed"). The oneDNN path is first-order only: a method that differentiates through gradients
-(create_graph=True, e.g. MAML) gets a clear error from it and runs with `runtime.cpu_linear:
-torch`.
+The CPU paths compute the same maths with different GEMM kernels (and so a different
+summation order), so their results differ in the last bits (~1e-7 relative per product); each
+path is deterministic on a given machine and thread count, and metrics.json records the path
+that ran (`linear_kernels`). The results committed in runs/ were made with `onednn` on an
+AVX-512 CPU, where `auto` gives `onednn` (see README, "Speed"). The fused paths are first-order
+only: a method that differentiates through gradients (create_graph=True, e.g. MAML) gets a
+clear error from them and runs with `runtime.cpu_linear: torch`.
 """
 
 from __future__ import annotations
@@ -54,8 +62,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-CPU_LINEAR_CHOICES = ("onednn", "torch")
-_settings: dict[str, str | bool] = {"cpu_linear": "onednn", "flush_denormal": False}
+CPU_LINEAR_CHOICES = ("auto", "onednn", "blas", "torch")
+FUSED_PATHS = ("onednn", "blas")  # the settings under which the one-node Functions run
+_settings: dict[str, str | bool] = {"cpu_linear": "torch", "flush_denormal": False}
 
 
 @cache  # asked on every layer call: look once per process
@@ -63,11 +72,30 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def set_cpu_linear(name: str) -> None:
-    """Pick the CPU kernels of `linear` for this process: 'onednn' or 'torch'."""
+def has_avx512() -> bool:
+    """Whether torch's CPU kernels dispatch to AVX-512 on this machine."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def resolve_cpu_linear(name: str) -> str:
+    """A `runtime.cpu_linear` setting -> the path it runs here: 'auto' is 'onednn' on AVX-512
+    CPUs and 'blas' elsewhere; 'onednn' is 'blas' where torch has no oneDNN."""
     if name not in CPU_LINEAR_CHOICES:
         raise ValueError(f"cpu_linear must be one of {CPU_LINEAR_CHOICES}, got {name!r}")
-    _settings["cpu_linear"] = name
+    if name == "auto":
+        name = "onednn" if has_avx512() else "blas"
+    if name == "onednn" and not onednn_available():
+        name = "blas"
+    return name
+
+
+def set_cpu_linear(name: str) -> None:
+    """Pick the CPU kernels of `linear` for this process: 'auto', 'onednn', 'blas' or 'torch'
+    (recorded resolved: `cpu_linear()` says which path runs)."""
+    _settings["cpu_linear"] = resolve_cpu_linear(name)
+
+
+_settings["cpu_linear"] = resolve_cpu_linear("auto")  # the params default, until set_cpu_linear
 
 
 def set_flush_denormal(on: bool) -> None:
@@ -82,8 +110,8 @@ def flush_denormal() -> bool:
 
 
 def cpu_linear() -> str:
-    """The kernels `linear` runs on CPU tensors now ('torch' where oneDNN is missing)."""
-    return _settings["cpu_linear"] if onednn_available() else "torch"
+    """The kernels `linear` runs on CPU tensors now: 'onednn', 'blas' or 'torch'."""
+    return str(_settings["cpu_linear"])
 
 
 ONEDNN_MIN_MACS = 1 << 20  # below this, oneDNN's ~10 us per call costs more than it saves
@@ -103,8 +131,10 @@ def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None
     Each operand is contiguous or the transpose of a contiguous matrix (other strides send oneDNN
     to a slow reference kernel). Products of at least ONEDNN_MIN_MACS multiply-adds run through
     oneDNN, smaller ones through torch's BLAS call, where oneDNN's fixed cost per call dominates
-    (measured: a [256, 32] x [32, 1] product takes 2 us through MKL, 11 through oneDNN)."""
-    if a.shape[0] * a.shape[1] * b.shape[0] >= ONEDNN_MIN_MACS:
+    (measured: a [256, 32] x [32, 1] product takes 2 us through MKL, 11 through oneDNN). On the
+    `blas` path every product is torch's own call."""
+    if (a.shape[0] * a.shape[1] * b.shape[0] >= ONEDNN_MIN_MACS
+            and _settings["cpu_linear"] == "onednn"):
         return torch.ops.mkldnn._linear_pointwise(a, b, bias, "relu" if relu else "none", [], "")
     return torch_linear(a, b, bias, relu)
 
@@ -134,7 +164,7 @@ def _backward_products(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
     return grad_x, grad_w, grad_b
 
 
-class _OneDnnStack(torch.autograd.Function):
+class _DenseStack(torch.autograd.Function):
     """A stack of dense layers as one autograd node: layer i is y = x W_i^T + b_i, ReLU'd when
     relus[i], its forward and backward products through `_forward_product` /
     `_backward_products`; one node instead of one per layer saves the per-node cost of the autograd
@@ -168,13 +198,13 @@ class _OneDnnStack(torch.autograd.Function):
 
 
 def fast_ops_apply(x: torch.Tensor) -> bool:
-    """True where the speed-only Functions run on `x`: a CPU tensor, `runtime.cpu_linear: onednn`
-    (with oneDNN present), and no torch.func transform active (they are not vmap/grad-aware)."""
-    return (x.device.type == "cpu" and cpu_linear() == "onednn"
+    """True where the speed-only Functions run on `x`: a CPU tensor, the `onednn` or `blas` path,
+    and no torch.func transform active (they are not vmap/grad-aware)."""
+    return (x.device.type == "cpu" and _settings["cpu_linear"] in FUSED_PATHS
             and not torch._C._are_functorch_transforms_active())
 
 
-def _onednn_applies(x: torch.Tensor) -> bool:
+def _fused_applies(x: torch.Tensor) -> bool:
     return x.dtype == torch.float32 and x.dim() >= 2 and fast_ops_apply(x)
 
 
@@ -188,16 +218,16 @@ def linear_stack(x: torch.Tensor, layers: Sequence[tuple[torch.Tensor, torch.Ten
                  ) -> torch.Tensor:
     """x [..., in] through dense layers (weight, bias, relu) in turn: the same values as calling
     `linear` layer by layer (and the same bits), as one autograd node on the oneDNN path."""
-    if not _onednn_applies(x):
+    if not _fused_applies(x):
         for weight, bias, relu in layers:
             x = torch_linear(x, weight, bias, relu)
         return x
     flat = [t for weight, bias, _ in layers for t in (weight, bias)]
     relus = tuple(relu for _, _, relu in layers)
     if x.dim() == 2:
-        return _OneDnnStack.apply(x, relus, *flat)
+        return _DenseStack.apply(x, relus, *flat)
     lead = x.shape[:-1]
-    out = _OneDnnStack.apply(x.reshape(-1, x.shape[-1]), relus, *flat)
+    out = _DenseStack.apply(x.reshape(-1, x.shape[-1]), relus, *flat)
     return out.reshape(*lead, out.shape[-1])
 
 
