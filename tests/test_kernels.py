@@ -219,8 +219,8 @@ def test_schema_rejects_an_unknown_cpu_linear(base_params):
 
 
 @needs_onednn
-def test_models_train_alike_on_both_kernels():
-    """Three Adam steps of MMOE from the same weights: both kernel paths give the same losses up to
+def test_models_train_alike_on_every_kernel_path():
+    """Three Adam steps of MMOE from the same weights: every kernel path gives the same losses up to
     float rounding (they are the same maths)."""
     features = FeatureSpec(dense=("a",), sparse=(("f", 10), ("g", 7)))
     gen = torch.Generator().manual_seed(3)
@@ -249,7 +249,7 @@ def test_models_train_alike_on_both_kernels():
 
 
 @needs_onednn
-def test_second_order_gradients_fail_loudly_on_onednn_and_work_on_torch():
+def test_second_order_gradients_fail_loudly_on_fused_paths_and_work_on_torch():
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(256, 127, generator=gen)
     weight = torch.randn(256, 127, generator=gen).requires_grad_()

@@ -18,7 +18,7 @@ ours (docs/deviations.md, "MAML"):
   stepped by the run's Adam (the outer optimiser, `train.lr`).
 - `order: 1` (default) is first-order MAML (the inner gradients are constants: the meta-gradient
   is the query gradient at theta'); `order: 2` differentiates through the inner steps and runs on
-  torch's plain ops (the oneDNN dense path has first-order backward only).
+  torch's plain ops (the fused `onednn` / `blas` paths have first-order backward only).
 - Meta-training stops early on the sum of the initialisation's validation AUCs over the existing
   tasks (the loop's rule for every run); the new task then fine-tunes every parameter
   (new_task method kind `finetune`, backbone `maml`).
