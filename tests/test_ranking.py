@@ -23,7 +23,7 @@ from mtlrec.models.lightgcn import LightGCN
 from mtlrec.models.mf import MF
 from mtlrec.ranking.data import CSR, RankingData, encode_interactions, k_core, load_ranking
 from mtlrec.ranking.loop import task_gradients, train_step
-from mtlrec.ranking.metrics import rank_metrics
+from mtlrec.ranking.metrics import ITEM_BLOCK, rank_metrics, top_items
 from mtlrec.ranking.readers import InteractionTables, Relation, read_user_files
 from mtlrec.ranking.tasks import BPR, DirectAU, LinkBPR, RankBatch, RatingMSE
 from mtlrec.train.pooling import POOLS, PMTRecPool, build_pool
@@ -234,7 +234,8 @@ def _csr(pairs: dict[int, set], rows: int) -> CSR:
     return CSR.build(r, c, rows)
 
 
-def test_rank_metrics_equal_brute_force():
+@pytest.mark.parametrize("two_step_min_items", [10**9, 1], ids=["one-topk", "two-step"])
+def test_rank_metrics_equal_brute_force(two_step_min_items):
     rng = np.random.default_rng(0)
     users, items = 23, 41
     user_emb = torch.from_numpy(rng.normal(size=(users, 5))).float()
@@ -244,13 +245,46 @@ def test_rank_metrics_equal_brute_force():
     truth = {u: set(rng.choice([i for i in range(items) if i not in train[u]],
                                rng.integers(0, 5), replace=False).tolist()) for u in range(users)}
     got = rank_metrics(user_emb, item_emb, _csr(truth, users), [_csr(train, users)],
-                       [1, 5, 10, 40], batch_users=4)
+                       [1, 5, 10, 40], batch_users=4, two_step_min_items=two_step_min_items)
     for k in (1, 5, 10, 40):
         recall, ndcg, hr = brute_force(user_emb, item_emb, truth, train, k)
         assert got[f"recall@{k}"] == pytest.approx(recall, abs=1e-12)
         assert got[f"ndcg@{k}"] == pytest.approx(ndcg, abs=1e-12)
         assert got[f"hr@{k}"] == pytest.approx(hr, abs=1e-12)
     assert got["users"] == sum(1 for u in truth if truth[u])
+
+
+@pytest.mark.parametrize("item_block", [1, 4, 128])
+def test_two_step_top_items_equal_one_topk(item_block):
+    """The K best blocks hold the K best items: the same ids, in the same order, as one top K
+    over every item (distinct scores; padding and excluded items at -inf)."""
+    gen = torch.Generator().manual_seed(3)
+    items, users, k = 1_000, 7, 40
+    padded = -(-items // item_block) * item_block
+    item_major = torch.full((padded, users), float("-inf"))
+    item_major[:items] = torch.randn(items, users, generator=gen)
+    item_major[torch.randperm(items, generator=gen)[:300], 2] = float("-inf")  # excluded
+    got = top_items(item_major, k, item_block)
+    want = torch.topk(item_major.t()[:, :items], k, dim=1)
+    assert torch.equal(got, want.indices)
+
+
+def test_two_step_rank_metrics_equal_one_topk_on_a_large_catalogue():
+    """Both paths of rank_metrics give the same floats where the two-step top K prunes (here
+    ~80 blocks of 128 items against K = 40), batches with a short last one."""
+    gen = torch.Generator().manual_seed(5)
+    users, items = 150, 80 * ITEM_BLOCK - 17
+    user_emb = torch.randn(users, 16, generator=gen)
+    item_emb = torch.randn(items, 16, generator=gen)
+    rows = torch.arange(users).repeat_interleave(12).numpy()
+    cols = torch.randint(0, items, (len(rows),), generator=gen).numpy()
+    train = CSR.build(rows[::2], cols[::2], users)
+    truth = CSR.build(rows[1::2], cols[1::2], users)
+    ks = [5, 20, 40]
+    one = rank_metrics(user_emb, item_emb, truth, [train], ks, 64, two_step_min_items=10**9)
+    two = rank_metrics(user_emb, item_emb, truth, [train], ks, 64, two_step_min_items=1)
+    assert one == two
+    assert one["recall@40"] > 0  # the case has hits to find
 
 
 # ---------------------------------------------------------------------- data, sampling
