@@ -29,7 +29,7 @@ import torch
 from mtlrec.config import dropped_inputs, load_params, resolve_model
 from mtlrec.data.splits import load_splits
 from mtlrec.evaluate.metrics import get_metric
-from mtlrec.kernels import set_cpu_linear
+from mtlrec.kernels import cpu_linear, set_cpu_linear
 from mtlrec.models import build_model
 from mtlrec.models.layers import FeatureSpec
 from mtlrec.newtask import NewTaskModel, cache_features
@@ -60,10 +60,11 @@ def main() -> None:
     parser.add_argument("--experiment", default="census_education")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--runs", type=Path, default=REPO / "runs")
+    parser.add_argument("--kernels", default=None, help="runtime.cpu_linear (default: params')")
     args = parser.parse_args()
     params = load_params([REPO / "params.yaml"])
     torch.set_num_threads(params["runtime"]["num_threads"])
-    set_cpu_linear(params["runtime"]["cpu_linear"])
+    set_cpu_linear(args.kernels or params["runtime"]["cpu_linear"])
     exp = params["experiments"][args.experiment]
     data = REPO / "data" / "encoded" / exp["dataset"]
     tasks = [*exp["tasks"], exp["new_task"]]
@@ -96,7 +97,7 @@ def main() -> None:
 
     e = args.epochs
     print(f"train rows {len(splits.train)}, threads {torch.get_num_threads()}, "
-          f"kernels {params['runtime']['cpu_linear']}, {e} epoch(s) each")
+          f"kernels {cpu_linear()}, {e} epoch(s) each")
     print(f"full 3-task MPT-Rec:  {full_s:7.2f} s/epoch")
     print(f"prompt tuning:        {prompt_s:7.2f} s/epoch + {cache_s:.2f} s feature cache (once)")
     print(f"ratio per epoch:                 {full_s / prompt_s:6.1f}x")
