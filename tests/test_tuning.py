@@ -11,7 +11,7 @@ import pytest
 from mtlrec import workflow as dag
 from mtlrec.config import check_cross_references, load_params
 from mtlrec.errors import MtlrecError
-from mtlrec.report.tuning import make_tuning_table
+from mtlrec.report.tuning import _x_key, make_tuning_table
 from mtlrec.train.tuning import (
     choice_path,
     choose,
@@ -322,7 +322,12 @@ def test_the_tuning_table_sets_tuned_beside_default_with_a_paired_test(params, t
                            "test_auc": {"income": 0.95 + lift + 0.001 * i,
                                         "marital": 0.99 + 0.0001 * i}}
                 _write(runs / experiment / model / f"seed={seed}", metrics)
-    rows = make_tuning_table(small, EXPERIMENT, runs, tmp_path / "tables")
+    rows = make_tuning_table(small, EXPERIMENT, runs, tmp_path / "tables", tmp_path / "figures")
+    png = tmp_path / "figures" / f"tuning_{EXPERIMENT}.png"
+    first = png.read_bytes()
+    assert first.startswith(b"\x89PNG")
+    make_tuning_table(small, EXPERIMENT, runs, tmp_path / "tables", tmp_path / "figures")
+    assert png.read_bytes() == first  # the same inputs, the same bytes
     income = rows[0]["tasks"]["income"]
     assert income["p_value"] < 1e-6  # +0.002 on every seed
     assert rows[0]["tasks"]["marital"]["p_value"] != rows[0]["tasks"]["marital"]["p_value"]  # NaN
@@ -336,3 +341,16 @@ def test_the_tuning_table_sets_tuned_beside_default_with_a_paired_test(params, t
     assert csv[2].startswith('mmoe,"lr=0.001,shuffle=true",0.001,true,')  # values as in names
     cells = json.loads((tmp_path / "metrics" / f"tuning_{EXPERIMENT}.json").read_text())
     assert cells["cells"]["ple"]["income tuned"]["mean"] == pytest.approx(0.953)
+
+
+def test_the_tuning_figure_puts_the_learning_rate_on_x_else_a_varying_number():
+    def points(*values):
+        return {str(i): {"values": v} for i, v in enumerate(values)}
+
+    lr_and_size = points({"train.lr": 0.001, "model.expert_hidden": [8], "train.shuffle": True},
+                         {"train.lr": 0.002, "model.expert_hidden": [8], "train.shuffle": True})
+    assert _x_key(lr_and_size) == "train.lr"
+    no_lr = points({"train.lr": 0.001, "model.reg_dnn": 0.1, "train.shuffle": True},
+                   {"train.lr": 0.001, "model.reg_dnn": 0.2, "train.shuffle": False})
+    assert _x_key(no_lr) == "model.reg_dnn"  # lr does not vary; booleans are not numbers
+    assert _x_key(points({"train.shuffle": True}, {"train.shuffle": False})) is None

@@ -309,7 +309,7 @@ def _report(args: argparse.Namespace, params: dict) -> None:
     elif args.kind == "tuning":
         from mtlrec.report.tuning import make_tuning_table
 
-        make_tuning_table(params, args.experiment, args.runs, args.tables)
+        make_tuning_table(params, args.experiment, args.runs, args.tables, args.figures)
     elif args.kind == "ablation":
         from mtlrec.report.figures import make_ablation
 

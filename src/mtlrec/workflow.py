@@ -220,7 +220,7 @@ def report_outputs(experiment: str, kind: str) -> dict[str, str]:
         "table3": {**files("table3", ("tex", "md", "csv")),
                    "time": f"{tables}/table3_{experiment}_time.md"},
         "table4": files("table4", ("tex", "md", "csv")),
-        "tuning": files("tuning", ("tex", "md", "csv")),
+        "tuning": files("tuning", ("tex", "md", "csv"), png=True),
         "newtask_ablation": files("newtask_ablation", ("tex", "md"), png=True),
         "correlations": files("correlations", ("tex", "md", "csv")),
         "notebook": {"ipynb": f"results/report/report_{experiment}.ipynb"},

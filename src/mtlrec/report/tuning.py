@@ -4,8 +4,10 @@ seeds, so the same splits: a paired t-test per task); then every grid point's va
 
 Reads `report.<experiment>.tuning` ({models, reference, decimals}), the choice files
 (runs/<e>/tuning/<run>/choice.json, mtlrec.train.tuning.select), every seed's metrics of the tuned
-runs and of the reference experiment's runs. Writes results/tables/tuning_<e>.{tex,md,csv} and
-results/metrics/tuning_<e>.json.
+runs and of the reference experiment's runs. Writes results/tables/tuning_<e>.{tex,md,csv},
+results/metrics/tuning_<e>.json and, given a figures folder, results/figures/tuning_<e>.png: per
+model, every point's validation score against the learning rate (one line per setting of the
+other grid keys), the chosen point starred.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from mtlrec.errors import MtlrecError
 from mtlrec.provenance import write_text_atomic
 from mtlrec.report import cells as curated
+from mtlrec.report.figures import plt, save_png
 from mtlrec.report.latex import fixed, render_table, signed, tex_row
 from mtlrec.report.tables import collect, display
 from mtlrec.train.tuning import choice_path, format_value, hit_cap, read_choice
@@ -166,8 +169,60 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_tuning_table(params: dict[str, Any], experiment: str, runs_root: Path, out_dir: Path
-                      ) -> list[dict[str, Any]]:
+def _x_key(points: dict[str, Any]) -> str | None:
+    """The grid key on the figure's x axis: train.lr when it varies, else the first numeric key
+    that varies (None: one point, or nothing numeric varies)."""
+    keys = list(next(iter(points.values()))["values"])
+    varying = [k for k in keys if len({repr(p["values"][k]) for p in points.values()}) > 1]
+    numeric = [k for k in varying if all(isinstance(p["values"][k], (int, float))
+                                         and not isinstance(p["values"][k], bool)
+                                         for p in points.values())]
+    return "train.lr" if "train.lr" in numeric else (numeric[0] if numeric else None)
+
+
+def make_tuning_figure(params: dict[str, Any], experiment: str, rows: list[dict[str, Any]],
+                       path: Path) -> None:
+    """Per model: validation score (sum over tasks) of every grid point against the x key,
+    one line per setting of the other keys (dashed: ordered batches), the choice starred."""
+    cols = min(4, len(rows))
+    n_rows = -(-len(rows) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.6 * cols, 3.0 * n_rows),
+                             layout="constrained", squeeze=False)
+    for ax, row in zip(axes.flat, rows, strict=False):
+        points, chosen = row["choice"]["points"], row["choice"]["choice"]
+        x_key = _x_key(points)
+        groups: dict[str, list[tuple[float, float, str]]] = {}
+        for i, (name, point) in enumerate(points.items()):
+            others = {k: v for k, v in point["values"].items() if k != x_key}
+            label = ", ".join(f"{k.split('.')[-1]} {format_value(v)}" for k, v in others.items())
+            x = point["values"][x_key] if x_key else i
+            groups.setdefault(label, []).append((x, point["score"], name))
+        for label, line in groups.items():
+            line.sort()
+            ordered = "shuffle false" in label
+            ax.plot([x for x, _, _ in line], [y for _, y, _ in line], marker="o", markersize=3,
+                    linestyle="--" if ordered else "-", label=label or "score")
+        best = points[chosen]
+        ax.plot(best["values"][x_key] if x_key else list(points).index(chosen), best["score"],
+                marker="*", markersize=14, color="black", linestyle="none", label="chosen")
+        if x_key is not None:
+            xs = sorted({p["values"][x_key] for p in points.values()})
+            if x_key == "train.lr":
+                ax.set_xscale("log")
+            ax.set_xticks(xs, [format_value(x) for x in xs])
+            ax.minorticks_off()
+        ax.set_xlabel(x_key or "grid point")
+        ax.set_ylabel(f"validation {row['metric']}, sum over tasks")
+        ax.set_title(f"{display(params, row['model'])} ({len(points)} points)")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(rows):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Grid search on validation ({experiment}): every point, the choice starred")
+    save_png(fig, path)
+
+
+def make_tuning_table(params: dict[str, Any], experiment: str, runs_root: Path, out_dir: Path,
+                      figures: Path | None = None) -> list[dict[str, Any]]:
     table = params["report"][experiment].get("tuning")
     if table is None:
         raise MtlrecError(f"report.{experiment} has no tuning section")
@@ -190,4 +245,6 @@ def make_tuning_table(params: dict[str, Any], experiment: str, runs_root: Path, 
     curated.write_cells(curated.metrics_path(out_dir, stem.name), experiment=experiment,
                         kind="tuning", metric=rows[0]["metric"],
                         n_seeds=len(params["train"]["seeds"]), cells=cells)
+    if figures is not None:
+        make_tuning_figure(params, experiment, rows, figures / f"tuning_{experiment}.png")
     return rows
