@@ -51,6 +51,8 @@ CAPTIONS = {
     "rank_ablation": "PMTRec ablation (Fig. 4)",
     "rank_sensitivity": "Sensitivity to alpha and tau (Fig. 5)",
     "rank_curves": "Validation curves (Fig. 6), first seed",
+    "tuning": "Grid search: every point's validation score against the learning rate, the "
+              "choice starred",
 }
 
 
