@@ -4,15 +4,16 @@ top K compared with the held-out items. Recall@K = hits / |held-out|, NDCG@K = D
 (binary gains, log2 discounts, the ideal over min(|held-out|, K) items), HR@K = 1 if any hit;
 each averaged over the users. Batched over users, never a loop over them.
 
-The top K of a batch is found in two steps: each block of `item_block` consecutive items is
+The top K of a batch is found in two steps: each block of ITEM_BLOCK consecutive items is
 reduced to its best score, the K best blocks are kept, and the top K is taken among their
 items alone. The K best items lie in the K best blocks (an item outside them has K better block
 maxima above it), so the top K scores are exactly those of `torch.topk` over all items; only
 which of two exactly equal scores comes first can differ. The scores are computed item-major
-([I, B], one BLAS call; bit-equal to the [B, I] product on the CPUs checked) so the block maxima
-reduce contiguous memory. On Epinions (296k items) this evaluates 1.90x as many users per second
-as one top K over all items, with the same metrics (benchmarks/bench_pmtrec.py); below
-TWO_STEP_MIN_ITEMS items the single top K over [B, I] is faster and is used.
+([I, B], one BLAS call; bit-equal to the [B, I] product on the CPU checked, a Zen 3 EPYC
+with MKL) so the block maxima reduce contiguous memory. On Epinions (296k items) this
+evaluates 1.90x as many users per second as one top K over all items, with the same metrics
+(benchmarks/bench_pmtrec.py); below TWO_STEP_MIN_ITEMS items the single top K over [B, I] is
+faster and is used.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def rank_metrics(user_emb: torch.Tensor, item_emb: torch.Tensor, truth: CSR,
         for csr in exclude:
             pos, cols = _rows_of(csr, batch)
             scores[pos, cols] = float("-inf")
-        top = (top_items(item_major, k_top) if two_step
+        top = (top_items(scores.t(), k_top) if two_step  # scores.t(): the item-major buffer
                else torch.topk(scores, k_top, dim=1).indices)  # [B, K]
         relevant = mask[:len(batch)]
         pos, cols = _rows_of(truth, batch)

@@ -191,17 +191,18 @@ def make_tuning_figure(params: dict[str, Any], experiment: str, rows: list[dict[
     for ax, row in zip(axes.flat, rows, strict=False):
         points, chosen = row["choice"]["points"], row["choice"]["choice"]
         x_key = _x_key(points)
-        groups: dict[str, list[tuple[float, float, str]]] = {}
-        for i, (name, point) in enumerate(points.items()):
+        groups: dict[str, list[tuple[float, float]]] = {}
+        ordered: dict[str, bool] = {}  # per line: batches in file order (train.shuffle false)
+        for i, point in enumerate(points.values()):
             others = {k: v for k, v in point["values"].items() if k != x_key}
             label = ", ".join(f"{k.split('.')[-1]} {format_value(v)}" for k, v in others.items())
             x = point["values"][x_key] if x_key else i
-            groups.setdefault(label, []).append((x, point["score"], name))
+            groups.setdefault(label, []).append((x, point["score"]))
+            ordered[label] = others.get("train.shuffle") is False
         for label, line in groups.items():
             line.sort()
-            ordered = "shuffle false" in label
-            ax.plot([x for x, _, _ in line], [y for _, y, _ in line], marker="o", markersize=3,
-                    linestyle="--" if ordered else "-", label=label or "score")
+            ax.plot([x for x, _ in line], [y for _, y in line], marker="o", markersize=3,
+                    linestyle="--" if ordered[label] else "-", label=label or "score")
         best = points[chosen]
         ax.plot(best["values"][x_key] if x_key else list(points).index(chosen), best["score"],
                 marker="*", markersize=14, color="black", linestyle="none", label="chosen")
