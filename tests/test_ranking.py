@@ -439,6 +439,47 @@ def test_a_ranking_run_is_deterministic(tmp_path, base_params):
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["curves"][0]["epoch"] == 1
 
 
+def test_an_interrupted_ranking_run_resumes_to_the_same_result_and_is_timed_whole(
+        tmp_path, base_params, monkeypatch):
+    """Killed during epoch 2, a rerun resumes after epoch 1: the same metrics.json bytes as a
+    straight run, and timing.json adds the killed process's seconds (kept in resume.pt)."""
+    import mtlrec.ranking.loop as loop
+    from mtlrec.ranking.run import run_ranking
+
+    data = tmp_path / "enc"
+    encode_interactions("toy", SECTION, _toy_tables(), data)
+    params = copy.deepcopy(base_params)
+    params["datasets"]["toy"] = {**SECTION, "tasks": {
+        "bpr": {"loss": "bpr"}, "social": {"loss": "link_bpr", "relation": "trust"}}}
+    params["experiments"]["toy"] = {"kind": "ranking", "dataset": "toy",
+                                    "tasks": ["bpr", "social"], "encoder": "mf",
+                                    "metric": "recall@20"}
+    params["rank_train"].update(epochs=3, patience=3, batch_size=64)
+    params["display"]["progress"] = False
+    run_ranking(params, "toy", "pmtrec", 5, data, tmp_path / "straight")
+    real = loop.train_step
+
+    def killed_in_epoch_2(*args):
+        if args[-1] == 2:  # (..., generator, epoch)
+            raise KeyboardInterrupt
+        return real(*args)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(loop, "train_step", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_ranking(params, "toy", "pmtrec", 5, data, out)
+    monkeypatch.setattr(loop, "train_step", real)
+    saved = torch.load(out / "resume.pt", weights_only=True)
+    assert saved["state"]["epoch"] == 1
+    saved["state"]["seconds"] = 500.0  # as if the killed process had run for 500 s
+    torch.save(saved, out / "resume.pt")
+    run_ranking(params, "toy", "pmtrec", 5, data, out)
+    straight = (tmp_path / "straight" / "metrics.json").read_bytes()
+    assert (out / "metrics.json").read_bytes() == straight
+    timing = json.loads((out / "timing.json").read_text())
+    assert 500.0 < timing["wall_time_s"] < 500.0 + 300 and timing["epochs"] == 3
+
+
 def test_amazon_example_overlay_validates_and_plans_its_stages(base_params):
     from mtlrec.config import check_cross_references, deep_merge
     from mtlrec.workflow import stages

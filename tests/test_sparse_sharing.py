@@ -232,6 +232,7 @@ def test_interrupted_mask_finding_resumes_to_the_same_masks(tmp_path, encoded_ce
             pytest.raises(KeyboardInterrupt):
         find_masks(pruning_params, "census", 7, encoded_census, out)
     assert (out / "resume.pt").is_file() and not (out / "masks.pt").exists()
+    killed = torch.load(out / "resume.pt", weights_only=True)["seconds"]  # warm-up + task 0
     capsys.readouterr()
     with mock.patch.object(pruning, "train_epoch", wraps=pruning.train_epoch) as epochs:
         find_masks(pruning_params, "census", 7, encoded_census, out)
@@ -241,3 +242,4 @@ def test_interrupted_mask_finding_resumes_to_the_same_masks(tmp_path, encoded_ce
     for name in ("masks.pt",):
         assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
     assert not (out / "resume.pt").exists()
+    assert json.loads((out / "timing.json").read_text())["wall_time_s"] > killed > 0

@@ -64,6 +64,40 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, encoded_census, ti
         assert torch.equal(value, model.state_dict()[key]), key
 
 
+def test_a_resumed_run_is_timed_over_every_process(tmp_path, encoded_census, tiny_params,
+                                                  monkeypatch):
+    """A run killed after epoch 1 and rerun: the same metrics as a straight run, and timing.json
+    counts the killed process's epochs too (its seconds travel in resume.pt), so the wall time
+    and samples/s of a resumed run are not those of its last process alone."""
+    import mtlrec.train.loop as loop
+
+    run_training(tiny_params, "census", "shared_bottom", 7, encoded_census, tmp_path / "straight")
+    real = loop.train_epoch
+
+    def killed_at_epoch_2(*args):
+        if args[5] == 2:  # (model, optimizer, splits, cfg, generator, epoch, objective)
+            raise KeyboardInterrupt
+        return real(*args)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(loop, "train_epoch", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny_params, "census", "shared_bottom", 7, encoded_census, out)
+    monkeypatch.setattr(loop, "train_epoch", real)
+    saved = torch.load(out / "resume.pt", weights_only=True)
+    assert saved["state"]["epoch"] == 1 and saved["state"]["seconds"] > 0
+    saved["state"]["seconds"] = 1000.0  # as if the killed process had run its epoch for 1000 s
+    torch.save(saved, out / "resume.pt")
+    run_training(tiny_params, "census", "shared_bottom", 7, encoded_census, out)
+    straight = (tmp_path / "straight" / "metrics.json").read_bytes()
+    assert (out / "metrics.json").read_bytes() == straight
+    timing = json.loads((out / "timing.json").read_text())
+    assert 1000.0 < timing["wall_time_s"] < 1000.0 + 300
+    rows = json.loads((out / "metrics.json").read_text())["rows"]["train"]
+    samples_per_s = 2 * rows / timing["wall_time_s"]  # 2 epochs
+    assert timing["train_samples_per_s"] == pytest.approx(samples_per_s, rel=1e-3)
+
+
 def test_early_stopping_stops_and_restores_the_best(encoded_census, tiny_params):
     cfg = TrainConfig.from_params({**tiny_params["train"], "epochs": 10, "patience": 2,
                                    "lr": 1e-12})

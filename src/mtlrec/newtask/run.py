@@ -172,7 +172,7 @@ def run_new_task(params: dict[str, Any], experiment: str, method: str, seed: int
                    "backbone": resolve_model(params, spec["backbone"])[1]},
         "provenance": provenance(device, runtime["num_threads"]),
     }
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - started + state.carried_seconds  # + interrupted processes
     save_torch_atomic(out_dir / "model.pt", model.state_dict())
     write_json_atomic(out_dir / "timing.json", {
         "wall_time_s": round(wall, 3), "feature_cache_s": round(cache_seconds, 3),

@@ -59,6 +59,8 @@ class RankState:
     bad_evals: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    seconds: float = 0.0  # wall time in fit() so far, over every process that ran this training
+    carried_seconds: float = 0.0  # the part of `seconds` spent by earlier, interrupted processes
 
 
 def gather_rows(samples: list[TaskSample], sparse: bool
@@ -134,7 +136,9 @@ def fit(model: RankingEncoder, tasks: list[Any], task_names: list[str], pool: An
         resume_key: str | None = None, label: str = "") -> RankState:
     """Train until `cfg.epochs` or `cfg.patience` evaluations without a better validation
     `cfg.metric`; on return the model holds the best weights. Curve entries: epoch, per-task
-    training losses, and at evaluated epochs the validation metrics."""
+    training losses, and at evaluated epochs the validation metrics. A run resumed from
+    `resume_path` carries on its `seconds` (the wall time of every process's epochs)."""
+    entered = time.perf_counter()
     parse_metric(cfg.metric)
     optimizer = torch.optim.Adam([model.weight], lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  fused=True)
@@ -143,6 +147,7 @@ def fit(model: RankingEncoder, tasks: list[Any], task_names: list[str], pool: An
     if resume_path is not None:
         saved = restore_state(resume_path, resume_key, label, model, optimizer, generator)
         state = RankState(**saved) if saved is not None else state
+    state.carried_seconds = state.seconds  # 0 for a fresh start
     n = len(data.train_user)
     n_batches = math.ceil(n / cfg.batch_size)
     bars = cfg.progress and on_terminal()
@@ -180,6 +185,7 @@ def fit(model: RankingEncoder, tasks: list[Any], task_names: list[str], pool: An
             print(f"{label}: epoch {epoch}/{cfg.epochs} loss "
                   f"{'/'.join(f'{v:.4f}' for v in losses)}{shown} best epoch {state.best_epoch} "
                   f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+        state.seconds = state.carried_seconds + time.perf_counter() - entered
         if resume_path is not None:
             save_state(resume_path, resume_key, model, optimizer, vars(state), generator)
     bar.close()

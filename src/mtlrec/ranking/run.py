@@ -125,7 +125,7 @@ def run_ranking(params: dict[str, Any], experiment: str, run: str, seed: int, da
                    "method": params["rank_methods"][spec["method"]]},
         "provenance": provenance(device, runtime["num_threads"]),
     }
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - started + state.carried_seconds  # + interrupted processes
     save_torch_atomic(out_dir / "model.pt", model.state_dict())
     write_json_atomic(out_dir / "timing.json", {
         "wall_time_s": round(wall, 3), "epochs": state.epoch,

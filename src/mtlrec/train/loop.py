@@ -57,6 +57,8 @@ class TrainState:
     best_state: dict[str, torch.Tensor] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    seconds: float = 0.0  # wall time in fit() so far, over every process that ran this training
+    carried_seconds: float = 0.0  # the part of `seconds` spent by earlier, interrupted processes
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -123,11 +125,13 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
     val_<metric> and the epoch hooks' fields.
 
     When `resume_path` is given, the full training state is saved there after every epoch and a run
-    interrupted mid-way continues from its last finished epoch with identical results, provided
+    interrupted mid-way continues from its last finished epoch with identical results (and its
+    `seconds` carry on, so a resumed run's wall time counts every process's epochs), provided
     the saved `resume_key` (a fingerprint of everything that decides the run) is this run's; a
     state saved under another key is discarded. A non-finite epoch loss stops the run
     (MtlrecError naming the epoch and the learning rate).
     """
+    entered = time.perf_counter()
     device = splits.train.device
     optimizer = make_optimizer(model, cfg.lr, device)
     generator = torch.Generator().manual_seed(seed)
@@ -136,6 +140,7 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
     if resume_path is not None:
         saved = restore_state(resume_path, resume_key, label, model, optimizer, generator)
         state = TrainState(**saved) if saved is not None else state
+    state.carried_seconds = state.seconds  # 0 for a fresh start
     bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=label or "train",
                disable=not (cfg.progress and on_terminal()), unit="epoch")
     log_lines = cfg.progress and not on_terminal()
@@ -167,6 +172,7 @@ def fit(model: MultiTaskModel, splits: Splits, cfg: TrainConfig, seed: int, obje
                   f"{metric.name} {'/'.join(f'{a:.4f}' for a in val_scores)} best epoch "
                   f"{state.best_epoch} ({time.perf_counter() - started:.0f} s)", file=sys.stderr,
                   flush=True)
+        state.seconds = state.carried_seconds + time.perf_counter() - entered
         if resume_path is not None:
             save_state(resume_path, resume_key, model, optimizer, vars(state), generator)
     bar.close()

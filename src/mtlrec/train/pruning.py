@@ -140,12 +140,14 @@ def find_masks(params: dict[str, Any], experiment: str, seed: int, data_dir: Pat
                        *label_files(labels_dir, exp["tasks"])], "masks",
                       seed=seed, experiment=experiment)
     saved = load_checked(resume_path, key, f"masks seed={seed}")
+    carried = saved.get("seconds", 0.0) if saved is not None else 0.0  # interrupted processes'
     if saved is None:  # warm up (no RNG draws: a resumed run skips it with the same state)
         optimizer = make_optimizer(warmup, cfg.lr, device)
         generator = torch.Generator().manual_seed(seed)
         for epoch in range(1, pruning["warmup_epochs"] + 1):
             train_epoch(warmup, optimizer, splits, cfg, generator, epoch, objective)
-        saved = {"key": key, "warm_state": copy.deepcopy(warmup.state_dict()), "done": []}
+        saved = {"key": key, "warm_state": copy.deepcopy(warmup.state_dict()), "done": [],
+                 "seconds": time.perf_counter() - started}
         save_torch_atomic(resume_path, saved)
     else:
         print(f"mtlrec: masks seed={seed}: resuming after the warm-up and {len(saved['done'])} "
@@ -162,6 +164,7 @@ def find_masks(params: dict[str, Any], experiment: str, seed: int, data_dir: Pat
             masks, history = _task_masks(model, task, warm_state, splits, cfg, seed, pruning,
                                          objective, metric)
             saved["done"].append({"masks": [m.cpu() for m in masks], "history": history})
+            saved["seconds"] = carried + time.perf_counter() - started
             save_torch_atomic(resume_path, saved)
         per_task.append(masks)
         report[name] = history
@@ -184,7 +187,7 @@ def find_masks(params: dict[str, Any], experiment: str, seed: int, data_dir: Pat
     save_torch_atomic(out_dir / MASKS_FILE, {"tasks": splits.tasks, "masks": stacked})
     write_json_atomic(out_dir / REPORT_FILE, result)
     write_json_atomic(out_dir / "timing.json",
-                      {"wall_time_s": round(time.perf_counter() - started, 3)})
+                      {"wall_time_s": round(carried + time.perf_counter() - started, 3)})
     resume_path.unlink(missing_ok=True)
     return result
 

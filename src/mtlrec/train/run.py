@@ -96,7 +96,7 @@ def run_training(params: dict[str, Any], experiment: str, run_name: str, seed: i
         metrics["variant_of"] = model_name
     if model.needs_masks:
         metrics["mask_prune_rate"] = dict(zip(splits.tasks, model.prune_rates(), strict=True))
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - started + state.carried_seconds  # + interrupted processes
     save_torch_atomic(out_dir / "model.pt", model.state_dict())
     write_json_atomic(out_dir / "timing.json", {
         "wall_time_s": round(wall, 3),
