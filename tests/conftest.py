@@ -23,6 +23,32 @@ def device_under_test() -> torch.device:
     return torch.device(os.environ.get("MTLREC_TEST_DEVICE", "cpu"))
 
 
+def kill_then_resume(monkeypatch, module, name: str, epoch_arg: int, kill_at_epoch: int, run,
+                     resume: Path, carried_seconds: float) -> dict:
+    """Run `run()` as a process killed in epoch `kill_at_epoch` (module.name, a per-epoch or
+    per-batch function whose positional argument `epoch_arg` is the epoch, raises
+    KeyboardInterrupt there), set
+    the resume file's elapsed seconds to `carried_seconds` (as if the killed process had run
+    that long), then run again to the end. Returns the killed process's saved loop state."""
+    real = getattr(module, name)
+
+    def killed(*args):
+        if args[epoch_arg] == kill_at_epoch:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(module, name, killed)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(module, name, real)
+    saved = torch.load(resume, weights_only=True)
+    killed_state = dict(saved["state"])
+    saved["state"]["seconds"] = carried_seconds
+    torch.save(saved, resume)
+    run()
+    return killed_state
+
+
 @pytest.fixture(scope="session", autouse=True)
 def deterministic_gpu_kernels() -> None:
     """On a GPU the suite runs with the kernels a training run uses there (deterministic ones)."""

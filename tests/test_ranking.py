@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, kill_then_resume
 
 from mtlrec.config import apply_overrides, validate
 from mtlrec.errors import MtlrecError
@@ -457,23 +457,12 @@ def test_an_interrupted_ranking_run_resumes_to_the_same_result_and_is_timed_whol
     params["rank_train"].update(epochs=3, patience=3, batch_size=64)
     params["display"]["progress"] = False
     run_ranking(params, "toy", "pmtrec", 5, data, tmp_path / "straight")
-    real = loop.train_step
-
-    def killed_in_epoch_2(*args):
-        if args[-1] == 2:  # (..., generator, epoch)
-            raise KeyboardInterrupt
-        return real(*args)
-
     out = tmp_path / "resumed"
-    monkeypatch.setattr(loop, "train_step", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_ranking(params, "toy", "pmtrec", 5, data, out)
-    monkeypatch.setattr(loop, "train_step", real)
-    saved = torch.load(out / "resume.pt", weights_only=True)
-    assert saved["state"]["epoch"] == 1
-    saved["state"]["seconds"] = 500.0  # as if the killed process had run for 500 s
-    torch.save(saved, out / "resume.pt")
-    run_ranking(params, "toy", "pmtrec", 5, data, out)
+    killed = kill_then_resume(  # train_step(model, tasks, pool, batch, data, optimizer, gen, epoch)
+        monkeypatch, loop, "train_step", -1, 2,
+        lambda: run_ranking(params, "toy", "pmtrec", 5, data, out),
+        out / "resume.pt", carried_seconds=500.0)
+    assert killed["epoch"] == 1
     straight = (tmp_path / "straight" / "metrics.json").read_bytes()
     assert (out / "metrics.json").read_bytes() == straight
     timing = json.loads((out / "timing.json").read_text())

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import SPLIT, device_under_test
+from conftest import SPLIT, device_under_test, kill_then_resume
 
 from mtlrec.data.splits import load_splits
 from mtlrec.errors import MtlrecError
@@ -72,23 +72,12 @@ def test_a_resumed_run_is_timed_over_every_process(tmp_path, encoded_census, tin
     import mtlrec.train.loop as loop
 
     run_training(tiny_params, "census", "shared_bottom", 7, encoded_census, tmp_path / "straight")
-    real = loop.train_epoch
-
-    def killed_at_epoch_2(*args):
-        if args[5] == 2:  # (model, optimizer, splits, cfg, generator, epoch, objective)
-            raise KeyboardInterrupt
-        return real(*args)
-
     out = tmp_path / "resumed"
-    monkeypatch.setattr(loop, "train_epoch", killed_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(tiny_params, "census", "shared_bottom", 7, encoded_census, out)
-    monkeypatch.setattr(loop, "train_epoch", real)
-    saved = torch.load(out / "resume.pt", weights_only=True)
-    assert saved["state"]["epoch"] == 1 and saved["state"]["seconds"] > 0
-    saved["state"]["seconds"] = 1000.0  # as if the killed process had run its epoch for 1000 s
-    torch.save(saved, out / "resume.pt")
-    run_training(tiny_params, "census", "shared_bottom", 7, encoded_census, out)
+    killed = kill_then_resume(  # train_epoch(model, optimizer, splits, cfg, generator, epoch, ..)
+        monkeypatch, loop, "train_epoch", 5, 2,
+        lambda: run_training(tiny_params, "census", "shared_bottom", 7, encoded_census, out),
+        out / "resume.pt", carried_seconds=1000.0)
+    assert killed["epoch"] == 1 and killed["seconds"] > 0
     straight = (tmp_path / "straight" / "metrics.json").read_bytes()
     assert (out / "metrics.json").read_bytes() == straight
     timing = json.loads((out / "timing.json").read_text())
