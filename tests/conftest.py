@@ -27,9 +27,9 @@ def kill_then_resume(monkeypatch, module, name: str, epoch_arg: int, kill_at_epo
                      resume: Path, carried_seconds: float) -> dict:
     """Run `run()` as a process killed in epoch `kill_at_epoch` (module.name, a per-epoch or
     per-batch function whose positional argument `epoch_arg` is the epoch, raises
-    KeyboardInterrupt there), set
-    the resume file's elapsed seconds to `carried_seconds` (as if the killed process had run
-    that long), then run again to the end. Returns the killed process's saved loop state."""
+    KeyboardInterrupt there), set the resume file's elapsed seconds to `carried_seconds` (as if
+    the killed process had run that long), then run again to the end. Returns the killed
+    process's saved loop state."""
     real = getattr(module, name)
 
     def killed(*args):
