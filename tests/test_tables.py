@@ -98,6 +98,21 @@ def test_significance_marks_a_consistent_win_only():
     assert not noisy[1]["tasks"]["income"]["significant"]
 
 
+def test_significance_note_says_when_the_candidate_is_behind(base_params):
+    """A consistent loss has a tiny p too: the note carries the sign, so it cannot read as a win."""
+    from mtlrec.report.tables import _significance_note, paired_significance, summarise
+
+    behind = summarise(_runs_with({
+        "single_task": [0.90, 0.91, 0.92, 0.93, 0.94],
+        "mptrec": [0.895, 0.9049, 0.9151, 0.9248, 0.9352],
+    }), "single_task")
+    paired_significance(behind, "mptrec", 0.05)
+    cell = behind[1]["tasks"]["income"]
+    assert cell["p_value"] < 1e-4 and not cell["significant"]
+    note = _significance_note(base_params, behind, {"candidate": "mptrec", "level": 0.05}, 4)
+    assert "income vs Single Task -0.0050 p=" in note
+
+
 def test_ablation_and_em_reports_from_metrics(tmp_path, base_params):
     from mtlrec.report.figures import make_ablation, make_em_report
 

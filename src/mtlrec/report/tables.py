@@ -53,8 +53,9 @@ def paired_significance(rows: list[dict[str, Any]], candidate: str, level: float
     """Mark the candidate's cells that beat the best other model (by mean) significantly.
 
     Test: two-sided paired t-test over seeds (scipy.stats.ttest_rel); seeds pair up because each
-    seed fixes the val/test split and the initialisation. Adds 'p_value', 'versus' and
-    'significant' to each of the candidate's task cells (p is NaN with fewer than 2 seeds).
+    seed fixes the val/test split and the initialisation. Adds 'p_value', 'versus', 'delta'
+    (candidate mean minus the other's: negative when the candidate is behind) and 'significant'
+    to each of the candidate's task cells (p is NaN with fewer than 2 seeds).
     """
     from scipy.stats import ttest_rel
 
@@ -68,9 +69,9 @@ def paired_significance(rows: list[dict[str, Any]], candidate: str, level: float
         p_value = float("nan")
         if len(cell["values"]) > 1 and len(cell["values"]) == len(theirs):
             p_value = float(ttest_rel(cell["values"], theirs).pvalue)
-        better = cell["mean"] > best["tasks"][task]["mean"]
-        cell.update(p_value=p_value, versus=best["model"],
-                    significant=bool(p_value < level and better))
+        delta = cell["mean"] - best["tasks"][task]["mean"]
+        cell.update(p_value=p_value, versus=best["model"], delta=delta,
+                    significant=bool(p_value < level and delta > 0))
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]], baseline: str) -> list[dict[str, Any]]:
@@ -125,17 +126,21 @@ def _provenance_lines(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 def _significance_note(params: dict[str, Any], rows: list[dict[str, Any]],
-                       significance: dict[str, Any]) -> str:
+                       significance: dict[str, Any], decimals: int) -> str:
+    """The footnote of the candidate's test against the best other model per task: the signed
+    difference of means (so a candidate behind cannot read as ahead) and the p-value."""
     candidate = next((r for r in rows if r["model"] == significance["candidate"]), None)
     if candidate is None:
         return "significance: candidate not in the table"
     parts = [
-        f"{task} vs {display(params, c['versus'])} p={c['p_value']:.3g}"
+        f"{task} vs {display(params, c['versus'])} {signed(c['delta'], decimals)} "
+        f"p={c['p_value']:.3g}"
         for task, c in candidate["tasks"].items() if "versus" in c
     ]
     name = display(params, significance["candidate"])
     return (f"*: {name} above the best other model with p < {significance['level']} "
-            f"(two-sided paired t-test over seeds): {'; '.join(parts)}")
+            f"(two-sided paired t-test over seeds; {name} minus that model's mean, p): "
+            f"{'; '.join(parts)}")
 
 
 def _fmt(value: float, decimals: int) -> str:
@@ -219,7 +224,7 @@ def make_table2(params: dict[str, Any], experiment: str, runs_root: Path, out_di
     significance = table.get("significance")
     if significance:
         paired_significance(rows, significance["candidate"], significance["level"])
-        notes.append(_significance_note(params, rows, significance))
+        notes.append(_significance_note(params, rows, significance, decimals))
     paper = paper_values()["table2"].get(table.get("paper", dataset), {})
     title = (f"Table 2 ({dataset}): test {rows[0]['metric']}, mean ± std over "
              f"{len(params['train']['seeds'])} "
