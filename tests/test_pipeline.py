@@ -159,6 +159,42 @@ def test_a_users_table_runs_to_its_own_table2_with_a_params_edit_only(project_co
 
 
 @pytest.mark.slow
+def test_a_tuned_search_after_a_checkout_touch_reruns_nothing_and_a_grid_edit_reruns_it(
+        project_copy: Path):
+    """A tuned experiment's grid results, choice and runs are all committed. A checkout writes
+    them in path order (choice.json after the tuned runs, before its grid points): the README's
+    `snakemake --touch` puts their times in DAG order without rewriting them, and then a grid
+    edit still reruns the new point, the choice and the tuned run."""
+    (project_copy / "tuned.yaml").write_text(yaml.safe_dump({
+        "tuning": {"census_tuned": {"train": {"epochs": 1}, "grid": {
+            "train.lr": [0.001], "model.expert_hidden": [[8]], "train.shuffle": [False]}}},
+        "build": ["census_tuned"]}))
+    # the target first: --configfile takes every argument after it
+    base = ["snakemake", "runs/census_tuned/single_task/seed=11/metrics.json", "--cores", "2"]
+    _run(base + ["--configfile", "tuned.yaml"], project_copy)
+    choice = project_copy / "runs/census_tuned/tuning/single_task/choice.json"
+    tuned = project_copy / "runs/census_tuned/single_task/seed=11/metrics.json"
+    grid = list(choice.parent.glob("*/seed=11/metrics.json"))
+    before = {path: path.read_bytes() for path in [choice, tuned, *grid]}
+    # a fresh clone: no Snakemake records (their input checksums would excuse the times), and
+    # the checkout's order of times
+    shutil.rmtree(project_copy / ".snakemake")
+    for path, stamp in [(tuned, 1), (choice, 2), *((g, 3) for g in grid)]:
+        os.utime(path, (1_700_000_000 + stamp,) * 2)
+    dry = _run(base + ["--dry-run", "--configfile", "tuned.yaml"], project_copy)
+    assert re.search(r"^tune_select +1$", dry, re.M)  # what the touch is for
+    _run(base + ["--touch", "--configfile", "tuned.yaml"], project_copy)
+    dry = _run(base + ["--dry-run", "--configfile", "tuned.yaml"], project_copy)
+    assert "Nothing to be done" in dry, dry
+    assert {path: path.read_bytes() for path in before} == before
+    (project_copy / "wider.yaml").write_text(yaml.safe_dump(
+        {"tuning": {"census_tuned": {"grid": {"train.lr": [0.001, 0.002]}}}}))
+    dry = _run(base + ["--dry-run", "--configfile", "tuned.yaml", "wider.yaml"], project_copy)
+    for rule in ("tune", "tune_select", "train"):
+        assert re.search(rf"^{rule} +1$", dry, re.M), dry
+
+
+@pytest.mark.slow
 def test_snakemake_rejects_a_params_typo_before_running(project_copy: Path):
     done = subprocess.run(
         ["snakemake", "--cores", "1", "--dry-run", "--config", "train={'epochz': 3}"],
