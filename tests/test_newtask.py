@@ -329,3 +329,23 @@ def test_table4_signs_spread_and_paired_test(tmp_path, base_params):
     assert marital["delta"] == pytest.approx(0.0) and math.isnan(marital["p"])
     md = (tmp_path / "tables" / f"table4_{EDU}.md").read_text()
     assert "| MMOE | T1 (income) |" in md and "signs equal to the paper's" in md
+
+
+def test_time_table_says_how_many_seeds_were_timed(tmp_path, base_params):
+    """timing.json stays outside git, so the table counts the timed seeds beside each mean."""
+    from mtlrec.report.newtask import _write_times
+
+    runs = tmp_path / "runs"
+    for run, seed, wall in [("newtask-prompt", 1, 10.0), ("newtask-prompt", 2, 30.0),
+                            ("full-mptrec", 2, 100.0)]:
+        folder = runs / "census_education" / run / f"seed={seed}"
+        folder.mkdir(parents=True)
+        (folder / "timing.json").write_text(json.dumps({"wall_time_s": wall}))
+    out = tmp_path / "time.md"
+    _write_times(base_params, out, runs, "census_education", ["prompt", "maml"], "full-mptrec",
+                 [1, 2, 3])
+    text = out.read_text()
+    assert "| MPT-Rec | 20.0 | 2 | 5.0x |" in text
+    assert "| MAML | -- | 0 | -- |" in text
+    assert "| full-mptrec (full retraining) | 100.0 | 1 | 1.0x |" in text
+    assert "seeds timed: of 3" in text

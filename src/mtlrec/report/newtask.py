@@ -172,18 +172,22 @@ def _write_times(params: dict[str, Any], path: Path, runs_root: Path, experiment
     ratio to the full retraining on all tasks (timing.json of the same pipeline run)."""
     full = _wall(runs_root, experiment, full_run, seeds)
     lines = [f"# Wall time of learning the new task ({experiment}): measured, differs per run",
-             "", "| Method | wall time per seed (s) | full retraining / method |", "|---|---|---|"]
+             "", "| Method | wall time per seed (s) | seeds timed | full retraining / method |",
+             "|---|---|---|---|"]
     for method in methods:
         walls = _wall(runs_root, experiment, NEW_TASK_PREFIX + method, seeds)
         if not walls or not full:
-            lines.append(f"| {display(params, method)} | -- | -- |")
+            lines.append(f"| {display(params, method)} | -- | {len(walls)} | -- |")
             continue
         ratio = statistics.fmean(full) / statistics.fmean(walls)
         lines.append(f"| {display(params, method)} | {statistics.fmean(walls):.1f} | "
-                     f"{ratio:.1f}x |")
+                     f"{len(walls)} | {ratio:.1f}x |")
     if full:
-        lines.append(f"| {full_run} (full retraining) | {statistics.fmean(full):.1f} | 1.0x |")
-    lines += ["", "- jobs ran side by side on the pipeline's cores, so these are indicative; "
+        lines.append(f"| {full_run} (full retraining) | {statistics.fmean(full):.1f} | "
+                     f"{len(full)} | 1.0x |")
+    lines += ["", f"- seeds timed: of {len(seeds)}, those whose timing.json is where the table "
+              "is made (timing.json stays where a run was made, outside git)",
+              "- jobs ran side by side on the pipeline's cores, so these are indicative; "
               "benchmarks/bench_prompt_tuning.py measures the ratio in isolation"]
     write_text_atomic(path, "\n".join(lines) + "\n")
 
